@@ -380,6 +380,7 @@ class MuxProtocol(Protocol):
     @ivar session: the sans-IO core.
     @ivar latency: the round trip of the last answered keepalive ping in
         seconds, or C{None} before the first one.
+    @ivar close_reason: why the connection was lost, once it was.
     """
 
     def __init__(
@@ -404,6 +405,7 @@ class MuxProtocol(Protocol):
         self.streams: dict[int, StreamTransport] = {}
         self.writing_paused = False
         self.latency: float | None = None
+        self.close_reason: Failure | None = None
         self.peer: Any = None
         self.host: Any = None
         self._pending_opens: dict[int, _PendingOpen] = {}
@@ -442,6 +444,7 @@ class MuxProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._closed = True
+        self.close_reason = reason
         if self.session.has_partial_frame() and not self.session.terminated:
             _log.warn(
                 "connection from {peer} closed in the middle of a frame",
@@ -458,7 +461,7 @@ class MuxProtocol(Protocol):
         self._pings.clear()
         waiting, self._when_closed = self._when_closed, []
         for deferred in waiting:
-            deferred.callback(reason)
+            deferred.callback(reason.value)
 
     def flush(self) -> None:
         """
@@ -470,12 +473,12 @@ class MuxProtocol(Protocol):
 
     def when_closed(self) -> Deferred:
         """
-        @return: a Deferred that fires with the reason when the connection
-            is lost.
+        @return: a Deferred that fires with the exception that ended the
+            connection (such as L{ConnectionDone}) when it is lost.
         """
         deferred: Deferred = Deferred()
         if self._closed:
-            deferred.callback(None)
+            deferred.callback(self.close_reason and self.close_reason.value)
         else:
             self._when_closed.append(deferred)
         return deferred
