@@ -289,12 +289,15 @@ class BindResp(Message):
     @ivar id: the binding id the agent chose.
     @ivar url: the public URL, such as C{https://name.example.com}.
     @ivar proto: the binding's tunnel protocol.
+    @ivar token: an opaque affinity token; sent back in L{Bind}, it asks for
+        the same public address after a reconnect, even to a restarted edge.
     """
 
     TYPE: ClassVar[str] = "bind_resp"
     id: str = ""
     url: str = ""
     proto: str = ""
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,8 @@ class Bind(Request[BindResp]):
     @ivar metadata: free text the user attached to the tunnel.
     @ivar opts: the options for C{proto}; C{None} is replaced on construction
         by that protocol's defaults, so an instance never holds C{None}.
+    @ivar token: the affinity token of an earlier L{BindResp} for this
+        binding, or C{""}.
     @raise TunnelkitError: C{TK_BAD_MESSAGE} on construction if C{proto} is
         unknown or C{opts} is not the class L{OPTS_BY_PROTO} gives for it.
     """
@@ -399,6 +404,7 @@ class Bind(Request[BindResp]):
     forwards_to: str = ""
     metadata: str = ""
     opts: BindOpts | None = None
+    token: str = ""
 
     def __post_init__(self) -> None:
         opts_class = OPTS_BY_PROTO.get(self.proto)
