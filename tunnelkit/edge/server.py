@@ -1,0 +1,391 @@
+"""
+The edge server: the TLS listener agents dial, their sessions, and the
+public TCP ports bound for them.
+"""
+
+import os
+import secrets
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.filepath import FilePath
+
+from tunnelkit.config import AuthtokenGrant, EdgeConfig
+from tunnelkit.control.messages import Bind, TcpOpts
+from tunnelkit.edge.ports import AffinityTokens, PortBook
+from tunnelkit.edge.session import EdgeSession
+from tunnelkit.edge.tcp import TcpBinding
+from tunnelkit.errors import TunnelkitError
+from tunnelkit.mux import MuxConfig
+from tunnelkit.pki import ensure_edge_certificate, server_tls_options
+
+_log = Logger()
+
+MAX_BIND_ATTEMPTS = 64
+"""Ports of the range tried before a bind fails with TK_PORT_RANGE_EXHAUSTED."""
+
+
+class _AgentListenerFactory(Factory):
+    """
+    Builds the multiplexer of each agent connection, with its session.
+    """
+
+    noisy = False
+
+    def __init__(self, server: "EdgeServer") -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        session = EdgeSession(self.server, self.server.reactor)
+        self.server.connections.add(session)
+        session.mux.when_closed().addCallback(
+            lambda _: self.server.connections.discard(session)
+        )
+        return session.mux
+
+
+class EdgeServer(Service):
+    """
+    The edge: accepts agents on its TLS listener and binds public endpoints
+    for them.
+
+    @ivar agent_port: the agent listener once listening.
+    @ivar ca_path: the generated CA certificate agents must trust, when the
+        edge made its own certificate.
+    """
+
+    region = "self-hosted"
+
+    def __init__(self, config: EdgeConfig, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.ports = PortBook(config.tcp_port_range)
+        self.sessions: dict[str, EdgeSession] = {}
+        self.connections: set[EdgeSession] = set()
+        self.tcp_bindings: dict[int, TcpBinding] = {}
+        self.agent_port: IListeningPort | None = None
+        self.ca_path: FilePath | None = None
+        self.tokens: AffinityTokens | None = None
+        self._grace_timer: IDelayedCall | None = None
+        self._started: Deferred | None = None
+
+    # Service life
+
+    def startService(self) -> None:
+        super().startService()
+        self._started = self.start()
+        self._started.addErrback(self._failed_to_start)
+
+    def _failed_to_start(self, failure: Any) -> None:
+        _log.failure("the edge could not start", failure)
+        stop = getattr(self.reactor, "stop", None)
+        if stop is not None and self.reactor.running:
+            stop()
+
+    def start(self) -> Deferred:
+        """
+        Prepare the certificate and listen for agents.
+
+        @return: a Deferred that fires with the agent listener's port.
+        """
+        state_dir = FilePath(os.path.expanduser(self.config.state_dir))
+        self.tokens = AffinityTokens(_load_secret(state_dir))
+        options = self._tls_options(state_dir)
+        factory = TLSMemoryBIOFactory(options, False, _AgentListenerFactory(self))
+        endpoint = serverFromString(self.reactor, self.config.agent_listener)
+        listening = endpoint.listen(factory)
+        listening.addCallback(self._listening)
+        return listening
+
+    def _tls_options(self, state_dir: FilePath) -> Any:
+        tls = self.config.tls
+        if tls is not None:
+            return server_tls_options(FilePath(tls.cert), FilePath(tls.key))
+        certificate = ensure_edge_certificate(state_dir, certificate_names(self.config))
+        self.ca_path = certificate.ca_path
+        if certificate.created_ca:
+            _log.info(
+                "generated a private CA for this edge at {ca}; agents must trust it"
+                " (root_cas: {ca})",
+                ca=certificate.ca_path.path,
+            )
+        return server_tls_options(certificate.cert_path, certificate.key_path)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.agent_port = port
+        address = port.getHost()
+        _log.info(
+            "edge listening for agents on {host}:{port}",
+            host=address.host,
+            port=address.port,
+        )
+        return port
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        waiting = []
+        if self.agent_port is not None:
+            waiting.append(self.agent_port.stopListening())
+            self.agent_port = None
+        for session in list(self.connections):
+            session.mux.close()
+            waiting.append(session.mux.when_closed())
+        for binding in list(self.tcp_bindings.values()):
+            waiting.append(self._stop_listening(binding))
+        self.tcp_bindings.clear()
+        if self._grace_timer is not None and self._grace_timer.active():
+            self._grace_timer.cancel()
+        return DeferredList([d for d in waiting if d is not None])
+
+    # Sessions
+
+    def mux_config(self) -> MuxConfig:
+        """
+        @return: the multiplexer limits for agent sessions.
+        """
+        return MuxConfig(
+            keepalive_interval=self.config.heartbeat_interval,
+            keepalive_timeout=self.config.heartbeat_tolerance,
+        )
+
+    def check_authtoken(self, token: str) -> AuthtokenGrant | None:
+        """
+        @return: the grant for C{token}, or C{None} if it is not accepted.
+        """
+        grant = self.config.check_token(token) if token else None
+        if grant is None and self.config.allow_anonymous:
+            return AuthtokenGrant(name="anonymous")
+        return grant
+
+    def session_started(self, session: EdgeSession, requested: str) -> tuple[str, bool]:
+        """
+        Register an authenticated session, resuming C{requested} if the
+        edge knows it: a live session with that id is replaced, and ports
+        held for it are handed back when the agent binds again.
+
+        @return: the session id and whether it was resumed.
+        """
+        if not requested:
+            session_id = secrets.token_hex(16)
+            self.sessions[session_id] = session
+            return session_id, False
+        previous = self.sessions.get(requested)
+        if previous is not None and previous is not session:
+            self._retire(previous)
+        resumed = previous is not None or self.ports.has_holds(requested)
+        self.sessions[requested] = session
+        return requested, resumed
+
+    def _retire(self, previous: EdgeSession) -> None:
+        session_id = previous.session_id
+        assert session_id is not None
+        _log.info(
+            "session {session_id} reconnected; closing its old connection",
+            session_id=session_id,
+        )
+        self._drop(previous, session_id)
+        previous.session_id = None
+        previous.mux.close()
+
+    def session_ended(self, session: EdgeSession) -> None:
+        """
+        Keep the ended session's ports for the grace period; its public
+        listeners refuse connections meanwhile.
+        """
+        session_id = session.session_id
+        if session_id is None or self.sessions.get(session_id) is not session:
+            return
+        del self.sessions[session_id]
+        self._drop(session, session_id)
+
+    def _drop(self, session: EdgeSession, session_id: str) -> None:
+        for binding in session.bindings.values():
+            binding.session = None
+        session.bindings.clear()
+        now = self.reactor.seconds()
+        held = self.ports.session_dropped(session_id, now, self.config.session_grace)
+        if held:
+            _log.info(
+                "keeping ports {ports} of session {session_id} for {grace}s",
+                ports=held,
+                session_id=session_id,
+                grace=self.config.session_grace,
+            )
+            self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        if self._grace_timer is not None and self._grace_timer.active():
+            self._grace_timer.cancel()
+        next_expiry = self.ports.next_expiry()
+        if next_expiry is None:
+            self._grace_timer = None
+            return
+        delay = max(next_expiry - self.reactor.seconds(), 0.0)
+        self._grace_timer = self.reactor.callLater(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._grace_timer = None
+        for port in self.ports.expire(self.reactor.seconds()):
+            binding = self.tcp_bindings.pop(port, None)
+            if binding is not None:
+                _log.info("released port {port} after the grace period", port=port)
+                self._stop_listening(binding)
+        self._schedule_expiry()
+
+    # TCP bindings
+
+    def bind_tcp(self, session: EdgeSession, request: Bind) -> tuple[TcpBinding, str]:
+        """
+        Bind a public TCP port for a session: a reserved address if asked
+        for, else the port the session held before, else a free port of
+        the range.
+
+        @return: the binding and its affinity token.
+        """
+        assert session.session_id is not None and session.grant is not None
+        session_id = session.session_id
+        opts = request.opts if isinstance(request.opts, TcpOpts) else TcpOpts()
+
+        if opts.remote_addr:
+            port = self._reserved_port(session, opts.remote_addr)
+            candidates = [port]
+        else:
+            candidates = self._preferred_ports(session_id, request)
+            candidates.extend(self.ports.candidates(MAX_BIND_ATTEMPTS))
+
+        for port in candidates:
+            binding = self._take_port(session, request, port)
+            if binding is not None:
+                assert self.tokens is not None
+                return binding, self.tokens.issue(session_id, request.id, port)
+            if opts.remote_addr:
+                raise TunnelkitError(
+                    "TK_ADDR_UNAVAILABLE",
+                    f"{opts.remote_addr} cannot be bound on this edge right now;"
+                    " another program may hold the port.",
+                )
+        raise TunnelkitError(
+            "TK_PORT_RANGE_EXHAUSTED",
+            f"No free port is left in {self.config.tcp_port_range.low}-"
+            f"{self.config.tcp_port_range.high}; stop other tunnels or ask the"
+            " edge's operator to widen tcp_port_range.",
+        )
+
+    def _reserved_port(self, session: EdgeSession, remote_addr: str) -> int:
+        grant = session.grant
+        assert grant is not None
+        for reserved in grant.reserved_addrs:
+            if f"{reserved.host}:{reserved.port}" == remote_addr or (
+                str(reserved) == remote_addr
+            ):
+                hold = self.ports.holder(reserved.port)
+                if hold is not None and hold.session_id != session.session_id:
+                    raise TunnelkitError(
+                        "TK_ADDR_IN_USE",
+                        f"{remote_addr} is bound by another session of this"
+                        " authtoken; stop that agent first.",
+                    )
+                return reserved.port
+        raise TunnelkitError(
+            "TK_ADDR_NOT_RESERVED",
+            f"{remote_addr} is not reserved for the authtoken {grant.name!r}; use"
+            " one of its reserved addresses or leave remote_addr out.",
+        )
+
+    def _preferred_ports(self, session_id: str, request: Bind) -> list[int]:
+        preferred = []
+        held = self.ports.held_for(session_id, request.id)
+        if held is not None:
+            preferred.append(held)
+        token = request.token
+        if token and self.tokens is not None:
+            port = self.tokens.port_of(token, session_id, request.id)
+            low, high = self.config.tcp_port_range.low, self.config.tcp_port_range.high
+            if port is not None and low <= port <= high:
+                preferred.append(port)
+        return preferred
+
+    def _take_port(
+        self, session: EdgeSession, request: Bind, port: int
+    ) -> TcpBinding | None:
+        session_id = session.session_id
+        assert session_id is not None
+        hold = self.ports.holder(port)
+        binding = self.tcp_bindings.get(port)
+        if hold is not None:
+            if hold.session_id != session_id or hold.binding_id != request.id:
+                return None
+            if binding is not None and binding.session not in (None, session):
+                return None
+        if binding is None:
+            url = f"tcp://{self.config.public_host}:{port}"
+            binding = TcpBinding(request.id, port, url, request.forwards_to)
+            try:
+                binding.listener = self.reactor.listenTCP(
+                    port, binding.factory(), interface=self.config.tcp_bind_host
+                )
+            except CannotListenError:
+                return None
+            self.tcp_bindings[port] = binding
+        binding.session = session
+        self.ports.hold(port, session_id, request.id)
+        return binding
+
+    def unbind_tcp(self, binding: TcpBinding) -> None:
+        """
+        Close a binding's public port and free it.
+        """
+        binding.session = None
+        self.ports.release(binding.port)
+        if self.tcp_bindings.get(binding.port) is binding:
+            del self.tcp_bindings[binding.port]
+        self._stop_listening(binding)
+
+    def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
+        listener, binding.listener = binding.listener, None
+        if listener is None:
+            return None
+        return listener.stopListening()
+
+
+def certificate_names(config: EdgeConfig) -> list[str]:
+    """
+    The names the edge's generated certificate carries: loopback, the public
+    host, the domain, and the domain's wildcard when the domain has at least
+    two labels (certificate checkers refuse wildcards such as
+    C{*.localhost}).
+    """
+    names = {"localhost", "127.0.0.1", "::1", config.public_host, config.domain}
+    if "." in config.domain:
+        names.add(f"*.{config.domain}")
+    return sorted(names)
+
+
+def _load_secret(state_dir: FilePath) -> bytes:
+    """
+    Read the edge's HMAC secret from its state directory, making one on
+    first start.
+    """
+    if not state_dir.exists():
+        state_dir.makedirs()
+        os.chmod(state_dir.path, 0o700)
+    secret_file = state_dir.child("affinity.key")
+    if secret_file.exists():
+        return secret_file.getContent()
+    secret = secrets.token_bytes(32)
+    temporary = state_dir.child("affinity.key.new")
+    with open(temporary.path, "wb", opener=_private_opener) as output:
+        output.write(secret)
+    temporary.moveTo(secret_file)
+    return secret
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

@@ -1,0 +1,26 @@
+"""
+C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
+"""
+
+from tunnelkit.config import ConfigError, load_edge_config
+from tunnelkit.edge.server import EdgeServer
+from tunnelkit.options import EdgeOptions
+from tunnelkit.runtime import add_twistd_logs
+
+Options = EdgeOptions
+
+
+def makeService(options: EdgeOptions) -> EdgeServer:
+    """
+    Build the edge from its config file.
+
+    @raise SystemExit: with the error for a bad config, so nothing starts.
+    """
+    from twisted.internet import reactor
+
+    try:
+        config = load_edge_config(options["config"])
+    except ConfigError as error:
+        raise SystemExit(f"ERROR: {error}")
+    add_twistd_logs(options, config.log, config.log_format, config.log_level)
+    return EdgeServer(config, reactor)
