@@ -1,0 +1,129 @@
+"""
+The whole agent process as one service: the embedded edge when no
+C{server_addr} is configured, then the agent's session to its edge.
+"""
+
+import os
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnelkit.agent.service import AgentService
+from tunnelkit.config import AgentConfig, EdgeConfig, HostPort, TunnelDefinition
+from tunnelkit.config.edge import PortRange
+from tunnelkit.edge.server import EdgeServer
+
+_log = Logger()
+
+
+def default_state_dir(environ: dict[str, str] | None = None) -> str:
+    """
+    @return: where the agent keeps the embedded edge's state: under
+        C{$XDG_STATE_HOME}, else C{~/.local/state}.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    base = environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "tunnelkit", "embedded-edge")
+
+
+def embedded_edge_config(state_dir: str) -> EdgeConfig:
+    """
+    @return: the configuration of an edge inside the agent's process: on
+        loopback only, with the base domain C{localhost}, accepting the
+        agent without an authtoken.
+    """
+    return EdgeConfig(
+        agent_listener="tcp:0:interface=127.0.0.1",
+        domain="localhost",
+        public_host="127.0.0.1",
+        tcp_bind_host="127.0.0.1",
+        tcp_port_range=PortRange(20000, 29999),
+        allow_anonymous=True,
+        state_dir=state_dir,
+    )
+
+
+class AgentApplication(MultiService):
+    """
+    The agent process: an optional embedded edge and the agent service.
+
+    @ivar agent: the agent service, once created.
+    @ivar edge: the embedded edge, when there is one.
+    @ivar ready: fires with the agent service once its tunnels are bound,
+        or fails with the error that stopped it.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        tunnels: Sequence[TunnelDefinition],
+        reactor: Any,
+        authtoken: str = "",
+        state_dir: str | None = None,
+        on_stopped: Callable[[Any], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.tunnel_definitions = list(tunnels)
+        self.reactor = reactor
+        self.authtoken = authtoken
+        self.state_dir = state_dir or default_state_dir()
+        self.on_stopped = on_stopped
+        self.agent: AgentService | None = None
+        self.edge: EdgeServer | None = None
+        self.ready: Deferred = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        ensureDeferred(self._start()).addErrback(self._failed)
+
+    async def _start(self) -> None:
+        config = self.config
+        edge_address = config.server_addr
+        root_cas: str | None = config.root_cas
+        if edge_address is None:
+            self.edge = EdgeServer(embedded_edge_config(self.state_dir), self.reactor)
+            port = await self.edge.start()
+            address = port.getHost()
+            edge_address = HostPort("127.0.0.1", address.port)
+            assert self.edge.ca_path is not None
+            root_cas = self.edge.ca_path.path
+            _log.info(
+                "no server_addr configured; started an embedded edge on {edge}",
+                edge=str(edge_address),
+                obj="edge",
+            )
+        self.agent = AgentService(
+            replace(config, server_addr=edge_address),
+            self.tunnel_definitions,
+            self.reactor,
+            edge_address,
+            root_cas,
+            self.authtoken,
+        )
+        self.agent.setServiceParent(self)
+        self.agent.stopped.addBoth(self._agent_stopped)
+        self.agent.ready.addCallbacks(
+            lambda _: self.ready.callback(self.agent), self._failed
+        )
+
+    def _failed(self, failure: Failure) -> None:
+        if not self.ready.called:
+            self.ready.errback(failure)
+        elif self.on_stopped is None:
+            _log.failure("the agent failed", failure)
+
+    def _agent_stopped(self, outcome: Any) -> None:
+        if self.on_stopped is not None:
+            self.on_stopped(outcome)
+
+    def stopService(self) -> Deferred:
+        stopping = super().stopService()
+        edge, self.edge = self.edge, None
+        if edge is not None:
+            stopping.addBoth(lambda _: edge.stopService())
+        return stopping

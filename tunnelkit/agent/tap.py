@@ -1,0 +1,44 @@
+"""
+C{twistd -n tunnel}: the agent as a twistd service. It starts every tunnel
+in the config files unless tunnels are named, as C{tunnelkit start --all}.
+"""
+
+from typing import Any
+
+from tunnelkit.agent.app import AgentApplication
+from tunnelkit.cli import CommandFailed, authtoken_for, select_tunnels
+from tunnelkit.config import ConfigError, load_agent_config
+from tunnelkit.errors import TunnelkitError
+from tunnelkit.options import AgentServiceOptions
+from tunnelkit.runtime import add_twistd_logs, exit_after_shutdown, stop_reactor
+
+Options = AgentServiceOptions
+
+
+def makeService(options: AgentServiceOptions) -> AgentApplication:
+    """
+    Build the agent from the command line and its config files.
+
+    @raise SystemExit: with the error for a bad config, so nothing starts.
+    """
+    from twisted.internet import reactor
+
+    try:
+        config = load_agent_config(options["configs"])
+        tunnels = select_tunnels("start", options, config)
+    except (ConfigError, TunnelkitError) as error:
+        raise SystemExit(f"ERROR: {error}")
+    except CommandFailed as failure:
+        raise SystemExit(failure.message.rstrip("\n"))
+    add_twistd_logs(options, config.log, config.log_format, config.log_level)
+
+    def stopped(outcome: Any) -> None:
+        if isinstance(outcome, TunnelkitError):
+            exit_after_shutdown(1)
+        stop_reactor(reactor)
+
+    app = AgentApplication(
+        config, tunnels, reactor, authtoken_for(options, config), on_stopped=stopped
+    )
+    app.ready.addErrback(lambda failure: stopped(failure.value))
+    return app
