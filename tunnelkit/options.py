@@ -1,0 +1,217 @@
+"""
+The command-line options of the agent and the edge, defined once and used
+by both the C{tunnelkit} command and the twistd plugins, so that a flag
+means the same everywhere. Flags follow the ngrok agent's names.
+"""
+
+from typing import Any
+
+from twisted.python import usage
+
+LOG_LEVELS = ("crit", "warn", "error", "info", "debug")
+LOG_FORMATS = ("term", "logfmt", "json")
+
+
+def check_log_flags(options: usage.Options) -> None:
+    """
+    Reject a C{--log-level} or C{--log-format} that is not one of ngrok's.
+
+    @raise usage.UsageError: naming the flag and the allowed values.
+    """
+    level = options["log-level"]
+    if level is not None and level not in LOG_LEVELS:
+        raise usage.UsageError(
+            f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}"
+        )
+    log_format = options["log-format"]
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise usage.UsageError(
+            f"--log-format must be one of {', '.join(LOG_FORMATS)},"
+            f" not {log_format!r}"
+        )
+
+
+class CommonOptions(usage.Options):
+    """
+    Flags every agent command takes: C{--config} (repeatable, or a comma
+    separated list, merged in order), C{--authtoken} and the log flags.
+    """
+
+    optParameters: list[list[Any]] = [
+        ["authtoken", None, None, "the authtoken to connect with"],
+        ["log", None, None, "where to log: stdout, stderr, false or a file path"],
+        ["log-format", None, None, "log format: term, logfmt or json"],
+        ["log-level", None, None, "log level: crit, warn, error, info or debug"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["configs"] = []
+
+    def opt_config(self, paths: str) -> None:
+        """
+        path to a config file; repeat it or separate paths with commas, later
+        files override earlier ones
+        """
+        self["configs"].extend(path for path in paths.split(",") if path)
+
+    def postOptions(self) -> None:
+        check_log_flags(self)
+
+
+class TcpOptions(CommonOptions):
+    """
+    C{tunnelkit tcp PORT|HOST:PORT}: forward a public TCP address to a
+    local TCP service.
+    """
+
+    synopsis = "tunnelkit tcp [options] PORT|HOST:PORT"
+    optParameters = [
+        ["remote-addr", None, None, "bind this reserved address (host:port)"],
+        ["metadata", None, None, "free text attached to the tunnel"],
+    ]
+
+    def parseArgs(self, addr: str) -> None:
+        self["addr"] = addr
+
+
+class StartOptions(CommonOptions):
+    """
+    C{tunnelkit start NAME…}: start tunnels defined in the config files.
+    """
+
+    synopsis = "tunnelkit start [options] NAME... | --all | --none"
+    optFlags = [
+        ["all", None, "start every tunnel in the config files"],
+        ["none", None, "start no tunnel, only the agent"],
+    ]
+
+    def parseArgs(self, *names: str) -> None:
+        self["names"] = list(names)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["all"] and self["none"]:
+            raise usage.UsageError("--all and --none cannot be used together")
+        if (self["all"] or self["none"]) and self["names"]:
+            raise usage.UsageError("name tunnels or use --all/--none, not both")
+        if not (self["all"] or self["none"] or self["names"]):
+            raise usage.UsageError("name the tunnels to start, or use --all or --none")
+
+
+class AgentServiceOptions(StartOptions):
+    """
+    C{twistd -n tunnel}: the agent as a service; starts every tunnel in the
+    config (C{--all}) unless tunnels are named.
+    """
+
+    synopsis = "twistd -n tunnel [options] [NAME...]"
+
+    def postOptions(self) -> None:
+        if not (self["none"] or self["names"]):
+            self["all"] = True
+        super().postOptions()
+
+
+class _ConfigKeyOptions(CommonOptions):
+    """
+    A C{tunnelkit config} subcommand that sets one key.
+    """
+
+    key = ""
+
+    def parseArgs(self, value: str) -> None:
+        self["value"] = value
+
+
+class AddAuthtokenOptions(_ConfigKeyOptions):
+    """
+    C{tunnelkit config add-authtoken TOKEN}.
+    """
+
+    synopsis = "tunnelkit config add-authtoken [options] TOKEN"
+    key = "authtoken"
+
+
+class AddServerAddrOptions(_ConfigKeyOptions):
+    """
+    C{tunnelkit config add-server-addr HOST:PORT}.
+    """
+
+    synopsis = "tunnelkit config add-server-addr [options] HOST:PORT"
+    key = "server_addr"
+
+
+class CheckOptions(CommonOptions):
+    """
+    C{tunnelkit config check}.
+    """
+
+    synopsis = "tunnelkit config check [options]"
+
+
+class ConfigOptions(usage.Options):
+    """
+    C{tunnelkit config}: edit and check the agent's config file.
+    """
+
+    synopsis = "tunnelkit config add-authtoken|add-server-addr|check ..."
+    subCommands = [
+        ["add-authtoken", None, AddAuthtokenOptions, "save an authtoken"],
+        ["add-server-addr", None, AddServerAddrOptions, "save the edge's address"],
+        ["check", None, CheckOptions, "check the config files"],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("name a config subcommand")
+
+
+class EdgeOptions(usage.Options):
+    """
+    C{tunnelkit edge} and C{twistd -n tunnel-edge}: the edge server.
+    """
+
+    synopsis = "tunnelkit edge --config edge.yml [options]"
+    optParameters = [
+        ["config", None, None, "the edge's config file (edge.yml)"],
+        ["log", None, None, "where to log: stdout, stderr, false or a file path"],
+        ["log-format", None, None, "log format: term, logfmt or json"],
+        ["log-level", None, None, "log level: crit, warn, error, info or debug"],
+    ]
+
+    def postOptions(self) -> None:
+        if self["config"] is None:
+            raise usage.UsageError("--config edge.yml is required")
+        check_log_flags(self)
+
+
+class VersionOptions(usage.Options):
+    """
+    C{tunnelkit version}.
+    """
+
+    synopsis = "tunnelkit version"
+
+
+class TunnelkitOptions(usage.Options):
+    """
+    The C{tunnelkit} command.
+    """
+
+    synopsis = "tunnelkit COMMAND [options]"
+    longdesc = (
+        "Self-hosted secure tunnels. With no server_addr configured, the agent"
+        " starts an edge inside its own process on loopback."
+    )
+    subCommands = [
+        ["tcp", None, TcpOptions, "forward a public TCP address to a local port"],
+        ["start", None, StartOptions, "start tunnels by name from the config"],
+        ["config", None, ConfigOptions, "edit and check the config file"],
+        ["edge", None, EdgeOptions, "run the edge server in the foreground"],
+        ["version", None, VersionOptions, "print the version"],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("name a command")
