@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.internet.testing import StringTransport
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -24,7 +25,7 @@ from tunnelkit.mux import (
     StreamRefused,
     StreamTransport,
 )
-from tunnelkit.mux.frames import FrameType, encode_header
+from tunnelkit.mux.frames import Flag, FrameType, encode_header
 
 
 @implementer(IHalfCloseableProtocol)
@@ -221,6 +222,51 @@ class StreamTransportTests(SynchronousTestCase):
         self.assertTrue(remote.lost.check(ConnectionDone))
         self.assertEqual(pair.client.streams, {})
         self.assertEqual(pair.server.streams, {})
+
+    def test_data_after_window_update_in_one_read(self) -> None:
+        """
+        After our FIN, one read carrying data, a Window Update, more data
+        and the peer's FIN delivers every byte before the stream closes.
+        """
+        clock = Clock()
+        mux = MuxProtocol(True, clock, None, MuxConfig(keepalive_interval=0))
+        transport = StringTransport()
+        mux.makeConnection(transport)
+        local = Recorder()
+        mux.open_stream(local)
+        local.transport.write(b"q" * 100)
+        local.transport.loseWriteConnection()
+
+        mux.dataReceived(
+            encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0)
+            + encode_header(FrameType.DATA, 0, 1, 72)
+            + b"a" * 72
+            + encode_header(FrameType.WINDOW_UPDATE, 0, 1, 100)
+            + encode_header(FrameType.DATA, 0, 1, 28)
+            + b"b" * 28
+            + encode_header(FrameType.WINDOW_UPDATE, Flag.FIN, 1, 0)
+        )
+
+        self.assertEqual(local.data, b"a" * 72 + b"b" * 28)
+        self.assertTrue(local.lost.check(ConnectionDone))
+
+    def test_read_end_delivered_once(self) -> None:
+        """
+        C{readConnectionLost} reaches the protocol once, however often
+        reading is paused and resumed afterwards.
+        """
+        pair = Pair()
+        local, remote, _ = pair.open()
+        count = []
+        remote.readConnectionLost = lambda: count.append(1)  # type: ignore
+
+        local.transport.loseWriteConnection()
+        pair.pump.flush()
+        for _ in range(3):
+            remote.transport.pauseProducing()
+            remote.transport.resumeProducing()
+
+        self.assertEqual(count, [1])
 
     def test_fin_closes_plain_protocol(self) -> None:
         """

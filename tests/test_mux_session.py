@@ -148,6 +148,19 @@ class StreamOpenTests(SynchronousTestCase):
         self.assertEqual(kinds(events), [StreamReset])
         self.assertTrue(events[0].refused)
 
+    def test_any_answer_accepts(self) -> None:
+        """
+        A peer that answers with data or FIN but no ACK has accepted the
+        stream all the same.
+        """
+        client, _ = pair()
+        client.open_stream()
+        client.take_output()
+
+        events = client.receive_data(encode_header(FrameType.DATA, 0, 1, 2) + b"hi")
+
+        self.assertEqual(kinds(events), [StreamAccepted, StreamData])
+
     def test_larger_window_advertised_with_syn(self) -> None:
         """
         A session configured with a larger window advertises the difference
@@ -437,6 +450,37 @@ class BadInputTests(SynchronousTestCase):
         )
 
         self.assertGoAway(server, events)
+
+    def test_syn_out_of_order_accepted(self) -> None:
+        """
+        SYNs may arrive out of order, since peers allocate ids in order but
+        send from several writers: a lower new id opens a stream too.
+        """
+        server = MuxSession(False)
+        server.receive_data(encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0))
+
+        events = server.receive_data(
+            encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 3, 0)
+        )
+
+        self.assertEqual(kinds(events), [StreamOpened])
+        self.assertEqual(events[0].stream_id, 3)
+
+    def test_protocol_error_after_go_away_still_says_so(self) -> None:
+        """
+        A protocol error after a normal Go Away sends a second Go Away with
+        the error code.
+        """
+        server = MuxSession(False)
+        server.go_away()
+        server.take_output()
+
+        server.receive_data(encode_header(9, 0, 0, 0))
+
+        self.assertEqual(
+            frames(server.take_output()),
+            [(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")],
+        )
 
     def test_syn_with_wrong_parity(self) -> None:
         """

@@ -116,7 +116,9 @@ class StreamTransport:
         self._pull = False
         self._pull_call: IDelayedCall | None = None
         self._write_closing = False
+        self._fin_sent = False
         self._remote_ended = False
+        self._end_delivered = False
         self._gone = False
 
     # ITransport
@@ -227,7 +229,7 @@ class StreamTransport:
             data = self._inbound.popleft()
             mux.session.consume(self.stream_id, len(data))
             self._deliver(data)
-        if not self._inbound and self._remote_ended and not self._gone:
+        if not self._inbound and self._remote_ended:
             self._deliver_end()
         mux.flush()
 
@@ -263,21 +265,19 @@ class StreamTransport:
             )
             self.abortConnection()
 
-    def _ended(self, closed: bool) -> None:
+    def _ended(self) -> None:
         self._remote_ended = True
-        if closed:
-            self._finish_when_read()
-            return
-        if self._inbound:
-            return
-        self._deliver_end()
+        if not self._inbound:
+            self._deliver_end()
 
     def _deliver_end(self) -> None:
-        protocol = self.protocol
-        if self._write_closing and not self._mux.session.is_open(self.stream_id):
+        if self._end_delivered or self._gone:
+            return
+        self._end_delivered = True
+        if self._fin_sent:
             self._lost(Failure(ConnectionDone()))
             return
-        half = IHalfCloseableProtocol(protocol, None)
+        half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None:
             try:
                 half.readConnectionLost()
@@ -286,11 +286,6 @@ class StreamTransport:
                 self.abortConnection()
         else:
             self.loseConnection()
-
-    def _finish_when_read(self) -> None:
-        if self._inbound:
-            return
-        self._lost(Failure(ConnectionDone()))
 
     def _window_opened(self) -> None:
         if self._mux.writing_paused:
@@ -311,9 +306,12 @@ class StreamTransport:
                 self._resume_producer()
 
     def _send_fin(self) -> None:
-        closed = self._mux.session.close_stream(self.stream_id)
+        if self._fin_sent or self._gone:
+            return
+        self._fin_sent = True
+        self._mux.session.close_stream(self.stream_id)
         self._mux.flush()
-        if closed and not self._inbound:
+        if self._end_delivered:
             self._lost(Failure(ConnectionDone()))
 
     def _pause_producer(self) -> None:
@@ -600,7 +598,7 @@ class MuxProtocol(Protocol):
     def _on_ended(self, event: StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
-            stream._ended(event.closed)
+            stream._ended()
 
     def _on_reset(self, event: StreamReset) -> None:
         stream_id = event.stream_id

@@ -386,14 +386,12 @@ class MuxSession:
             self._frame_for_missing_stream(frame_type, flags, stream_id, length)
             return
 
-        if (
-            stream is not None
-            and flags & Flag.ACK
-            and stream.local
-            and not stream.acked
-        ):
-            stream.acked = True
-            self._events.append(StreamAccepted(stream_id))
+        if stream is not None and stream.local and not stream.acked:
+            if not flags & Flag.RST:
+                # Any answer but RST accepts the stream: some implementations
+                # skip the ACK when our FIN arrived before they accepted.
+                stream.acked = True
+                self._events.append(StreamAccepted(stream_id))
 
         if frame_type == FrameType.WINDOW_UPDATE:
             if stream is not None and length:
@@ -445,11 +443,13 @@ class MuxSession:
             self._events.append(StreamEnded(stream.stream_id, closed))
 
     def _is_new_remote_id(self, stream_id: int) -> bool:
+        # Ids of the peer's parity that are not live are new: peers allocate
+        # ids in order but may send the SYNs out of order.
         remote_parity = 0 if self.is_client else 1
-        return stream_id % 2 == remote_parity and stream_id > self._highest_remote_id
+        return stream_id % 2 == remote_parity
 
     def _open_remote(self, stream_id: int) -> _Stream | None:
-        self._highest_remote_id = stream_id
+        self._highest_remote_id = max(self._highest_remote_id, stream_id)
         if (
             self.local_go_away
             or self._unaccepted >= self.config.accept_backlog
@@ -667,7 +667,8 @@ class MuxSession:
         """
         if self.terminated:
             return
-        self.go_away(code)
+        self.local_go_away = True
+        self._output.append(encode_header(FrameType.GO_AWAY, 0, 0, code))
         self.terminated = True
         for stream in list(self._streams.values()):
             self._forget(stream)
