@@ -44,7 +44,6 @@ from tunnelkit.mux.session import (
     StreamAccepted,
     StreamData,
     StreamEnded,
-    StreamOpened,
     StreamReset,
 )
 
@@ -396,7 +395,7 @@ class MuxProtocol(Protocol):
             every stream the peer opens is refused.
         @param config: the session's limits.
         """
-        self.session = MuxSession(is_client, config)
+        self.session = MuxSession(is_client, config, self._accept)
         self.config = config
         self.clock = clock
         self.stream_factory = stream_factory
@@ -404,6 +403,7 @@ class MuxProtocol(Protocol):
         self.writing_paused = False
         self.latency: float | None = None
         self.close_reason: Failure | None = None
+        self._producer_unregistered = False
         self.peer: Any = None
         self.host: Any = None
         self._pending_opens: dict[int, _PendingOpen] = {}
@@ -415,7 +415,6 @@ class MuxProtocol(Protocol):
         self._when_closed: list[Deferred] = []
         self._dispatch: dict[type, Callable[[Any], None]] = {
             StreamData: self._on_data,
-            StreamOpened: self._on_opened,
             StreamAccepted: self._on_accepted,
             StreamEnded: self._on_ended,
             StreamReset: self._on_reset,
@@ -494,8 +493,17 @@ class MuxProtocol(Protocol):
         Send Go Away and close the connection after pending writes.
         """
         self.go_away()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        # A transport with a producer registered (TLS, for one) waits for it
+        # to unregister before it closes, so the session stops being one.
+        if self.transport is None or self._closed:
+            return
+        if not self._producer_unregistered:
+            self._producer_unregistered = True
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     # Streams
 
@@ -571,8 +579,9 @@ class MuxProtocol(Protocol):
         if stream is not None:
             stream._data_received(event.data)
 
-    def _on_opened(self, event: StreamOpened) -> None:
-        stream_id = event.stream_id
+    def _accept(self, stream_id: int) -> Callable[[], None] | None:
+        # Called by the session as each SYN is read: build the stream's
+        # protocol now, so the frames after the SYN find it.
         protocol = None
         if self.stream_factory is not None:
             address = StreamAddress(self.peer, stream_id)
@@ -581,11 +590,9 @@ class MuxProtocol(Protocol):
             except Exception:
                 _log.failure("stream factory failed; refusing stream")
         if protocol is None:
-            self.session.reset_stream(stream_id)
-            return
-        self.session.accept_stream(stream_id)
+            return None
         stream = self.streams[stream_id] = StreamTransport(self, stream_id)
-        stream._connect(protocol)
+        return lambda: stream._connect(protocol)
 
     def _on_accepted(self, event: StreamAccepted) -> None:
         pending = self._pending_opens.pop(event.stream_id, None)
@@ -622,8 +629,7 @@ class MuxProtocol(Protocol):
             peer=self.peer,
             code=event.code,
         )
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._lose_connection()
 
     def _on_terminated(self, event: SessionTerminated) -> None:
         _log.warn(
@@ -633,8 +639,7 @@ class MuxProtocol(Protocol):
             code=int(event.code),
         )
         self.flush()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._lose_connection()
 
     def _on_bad_stream_frame(self, event: BadStreamFrame) -> None:
         _log.warn(

@@ -21,7 +21,7 @@ grow only through Window Update frames.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux.frames import (
@@ -43,7 +43,9 @@ class MuxConfig:
     The limits of one session.
 
     @ivar accept_backlog: streams opened by the peer and not yet accepted
-        locally; a SYN beyond this is answered with RST.
+        locally; a SYN beyond this is answered with RST. A session with an
+        acceptor (as L{tunnelkit.mux.protocol.MuxProtocol} uses) decides on
+        each stream as its SYN is read, so no stream ever waits.
     @ivar max_streams: open streams per session, both directions together;
         a SYN beyond this is answered with RST and a local open fails.
     @ivar stream_open_timeout: seconds to wait for the peer's ACK before a
@@ -272,9 +274,25 @@ class MuxSession:
     @ivar is_client: the client opens odd stream ids, the server even ones.
     """
 
-    def __init__(self, is_client: bool, config: MuxConfig = MuxConfig()) -> None:
+    def __init__(
+        self,
+        is_client: bool,
+        config: MuxConfig = MuxConfig(),
+        acceptor: Callable[[int], Callable[[], None] | None] | None = None,
+    ) -> None:
+        """
+        @param is_client: whether this side opens odd stream ids.
+        @param config: the session's limits.
+        @param acceptor: called with the id of each stream the peer opens,
+            as its SYN is read; it returns C{None} to refuse the stream
+            (RST), or a callable to accept it, which is called once the ACK
+            is queued. Without one, streams are reported as
+            L{StreamOpened} events and wait, within C{accept_backlog}, for
+            L{accept_stream} or L{reset_stream}.
+        """
         self.is_client = is_client
         self.config = config
+        self._acceptor = acceptor
         self._streams: dict[int, _Stream] = {}
         self._next_local_id = 1 if is_client else 2
         self._highest_remote_id = 0
@@ -462,8 +480,16 @@ class MuxSession:
         stream = _Stream(stream_id, local=False, recv_window=INITIAL_STREAM_WINDOW)
         self._streams[stream_id] = stream
         self._unaccepted += 1
-        self._events.append(StreamOpened(stream_id))
-        return stream
+        if self._acceptor is None:
+            self._events.append(StreamOpened(stream_id))
+            return stream
+        connect = self._acceptor(stream_id)
+        if connect is None:
+            self._reset(stream, refused=False, notify=False)
+            return None
+        self.accept_stream(stream_id)
+        connect()
+        return self._streams.get(stream_id)
 
     def _frame_for_missing_stream(
         self, frame_type: int, flags: int, stream_id: int, length: int
