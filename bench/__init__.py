@@ -1,0 +1,3 @@
+"""
+Benchmarks of tunnelkit, each a script run as C{python bench/NAME.py}.
+"""

@@ -1,0 +1,588 @@
+"""
+Building blocks shared by the benchmarks in this folder.
+
+A benchmark runs as two processes on loopback: the measuring parent and a
+sink child that it starts with L{SinkProcess}. They share TLS material made
+by L{make_certificate}, talk over a JSON-lines control channel
+(L{ControlClient}, L{ControlServer}), push bytes with L{ChunkWriter} and count
+them with L{ByteCounter}. The rest reads process usage and formats results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import OpenSSL
+import twisted
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from zope.interface import implementer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tunnelkit.pki import (  # noqa: E402
+    EdgeCertificate,
+    client_tls_options,
+    ensure_edge_certificate,
+    server_tls_options,
+)
+
+LOOPBACK = "127.0.0.1"
+CHUNK_SIZE = 64 * 1024
+MEGABYTE = 1_000_000
+
+
+# The sink child process
+
+
+class SinkProcess:
+    """
+    A sink child process, alive for the length of a C{with} block.
+
+    The child announces itself with one JSON line on its standard output
+    (see L{announce}) and stops when its standard input closes (see
+    L{stop_when_parent_goes}), so it also ends if the parent dies without
+    cleaning up. Leaving the block closes that input, waits, then terminates
+    and finally kills the child.
+
+    @ivar announcement: the JSON object the child printed, such as its port.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        start_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        """
+        @param argv: the child's command line, starting with the interpreter.
+        @param start_timeout: seconds to wait for the announcement.
+        @param stop_timeout: seconds to wait for a clean exit before
+            terminating the child.
+        """
+        self.argv = list(argv)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.announcement: dict[str, Any] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SinkProcess:
+        self._process = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO_ROOT
+        )
+        try:
+            self.announcement = self._read_announcement()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _read_announcement(self) -> dict[str, Any]:
+        """
+        @return: the first line the child prints, parsed as JSON.
+        @raise RuntimeError: if the child exits or stays silent too long.
+        """
+        assert self._process is not None and self._process.stdout is not None
+        stdout = self._process.stdout
+        ready, _, _ = select.select([stdout], [], [], self.start_timeout)
+        line = stdout.readline() if ready else b""
+        if not line:
+            raise RuntimeError(
+                f"the sink process did not announce itself within"
+                f" {self.start_timeout:.0f}s (exit status {self._process.poll()})"
+            )
+        announcement: dict[str, Any] = json.loads(line)
+        return announcement
+
+    def stop(self) -> int | None:
+        """
+        Stop the child: close its input, then terminate, then kill.
+
+        @return: its exit status, or C{None} if it was never started.
+        """
+        process = self._process
+        if process is None:
+            return None
+        if process.stdin is not None and not process.stdin.closed:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        for escalate in (None, process.terminate, process.kill):
+            if escalate is not None:
+                escalate()
+            try:
+                return process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        return process.poll()
+
+
+def announce(fields: Mapping[str, Any], stream: TextIO = sys.stdout) -> None:
+    """
+    Tell the parent, on one line of standard output, how to reach this sink.
+
+    @param fields: JSON-serializable facts such as the port.
+    @param stream: where the parent reads.
+    """
+    stream.write(json.dumps(dict(fields)) + "\n")
+    stream.flush()
+
+
+class _ParentWatch(Protocol):
+    """
+    Stops the reactor when standard input closes, meaning the parent is gone
+    or wants the sink to stop.
+    """
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._stop()
+
+
+def stop_when_parent_goes(reactor: Any) -> None:
+    """
+    Stop C{reactor} once standard input reaches its end.
+
+    @param reactor: the running reactor, which must support standard I/O.
+    """
+    from twisted.internet.stdio import StandardIO
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    StandardIO(_ParentWatch(stop), reactor=reactor)
+
+
+# TLS material
+
+
+def make_certificate(directory: str) -> EdgeCertificate:
+    """
+    Create a CA and a server certificate for C{127.0.0.1} in C{directory}.
+
+    @param directory: an empty, private, temporary directory.
+    @return: where the CA, certificate and key were written.
+    """
+    return ensure_edge_certificate(FilePath(directory), [LOOPBACK])
+
+
+def server_options(cert_path: str, key_path: str) -> Any:
+    """
+    @param cert_path: the server certificate (PEM).
+    @param key_path: its key (PEM).
+    @return: TLS options for a loopback listener.
+    """
+    return server_tls_options(FilePath(cert_path), FilePath(key_path))
+
+
+def client_options(ca_path: str) -> IOpenSSLClientConnectionCreator:
+    """
+    @param ca_path: the CA that signed the sink's certificate (PEM).
+    @return: TLS options that verify the sink as C{127.0.0.1}.
+    """
+    return client_tls_options(LOOPBACK, ca_path)
+
+
+def describe_tls(transport: Any) -> dict[str, str]:
+    """
+    @param transport: a connected TLS transport.
+    @return: the negotiated protocol version and cipher.
+    """
+    connection: SSL.Connection = transport.getHandle()
+    return {
+        "version": connection.get_protocol_version_name(),
+        "cipher": connection.get_cipher_name() or "?",
+    }
+
+
+# Control channel
+
+
+class ControlServer(LineReceiver):
+    """
+    The sink's end of the control channel: one JSON object per line in, one
+    per line out.
+
+    A request is C{{"op": NAME, ...}}; the command registered under C{NAME}
+    gets the whole request and returns (or resolves to) the reply's fields.
+    The reply carries C{"ok": true}, or C{"ok": false} and an C{"error"}.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(
+        self,
+        commands: Mapping[
+            str, Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
+        ],
+    ) -> None:
+        """
+        @param commands: what each operation name runs.
+        """
+        self.commands = commands
+
+    def lineReceived(self, line: bytes) -> None:
+        request = json.loads(line)
+        command = self.commands.get(request.get("op"))
+        if command is None:
+            self._reply({"ok": False, "error": f"unknown op {request.get('op')!r}"})
+            return
+        result: Deferred[Any] = maybeDeferred(command, request)
+        result.addCallback(
+            lambda value: (
+                ensureDeferred(value) if isinstance(value, Awaitable) else value
+            )
+        )
+        result.addCallbacks(
+            lambda fields: self._reply({"ok": True, **fields}),
+            lambda failure: self._reply(
+                {"ok": False, "error": failure.getErrorMessage()}
+            ),
+        )
+
+    def _reply(self, fields: dict[str, Any]) -> None:
+        if self.transport is not None:
+            self.sendLine(json.dumps(fields).encode("utf-8"))
+
+
+class ControlError(Exception):
+    """
+    The sink answered a control request with an error.
+    """
+
+
+class ControlClient(LineReceiver):
+    """
+    The parent's end of the control channel; see L{ControlServer}.
+
+    Requests are answered in order, so several may be outstanding.
+
+    @ivar preamble: bytes sent first on connecting, before any request.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self, preamble: bytes = b"") -> None:
+        self.preamble = preamble
+        self._waiting: deque[Deferred[dict[str, Any]]] = deque()
+
+    def connectionMade(self) -> None:
+        if self.preamble:
+            self.transport.write(self.preamble)
+
+    def call(self, op: str, **fields: Any) -> Deferred[dict[str, Any]]:
+        """
+        Send one request.
+
+        @param op: the operation name.
+        @param fields: the request's other fields.
+        @return: a Deferred that fires with the reply, or fails with
+            L{ControlError}.
+        """
+        waiting: Deferred[dict[str, Any]] = Deferred()
+        self._waiting.append(waiting)
+        self.sendLine(json.dumps({"op": op, **fields}).encode("utf-8"))
+        return waiting
+
+    def lineReceived(self, line: bytes) -> None:
+        reply = json.loads(line)
+        waiting = self._waiting.popleft()
+        if reply.pop("ok", False):
+            waiting.callback(reply)
+        else:
+            waiting.errback(ControlError(reply.get("error", "unknown error")))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        while self._waiting:
+            self._waiting.popleft().errback(
+                ControlError(f"control channel lost: {reason}")
+            )
+
+
+# Moving and counting bytes
+
+
+@implementer(IPushProducer)
+class ChunkWriter:
+    """
+    Writes one chunk of bytes into a transport again and again, as fast as
+    the transport accepts, until a number of seconds has passed; then
+    closes the transport's writing side.
+
+    It registers as a push producer, so the transport's buffer (or a
+    stream's window) pauses it, which keeps what is in flight bounded.
+
+    @ivar written: bytes handed to the transport so far.
+    @ivar done: fires with L{written} once writing stops.
+    """
+
+    def __init__(
+        self,
+        transport: ITransport,
+        chunk: bytes,
+        seconds: float,
+        clock: IReactorTime,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        @param transport: where to write; it must accept a producer.
+        @param chunk: what each write carries.
+        @param seconds: how long to write.
+        @param clock: for the timer that ends a writer while it is paused.
+        @param now: the clock that the deadline is read from.
+        """
+        self.transport = transport
+        self.chunk = chunk
+        self.seconds = seconds
+        self.clock = clock
+        self.now = now
+        self.written = 0
+        self.done: Deferred[int] = Deferred()
+        self._deadline = 0.0
+        self._paused = False
+        self._writing = False
+        self._finished = False
+        self._timer: Any = None
+
+    def start(self) -> Deferred[int]:
+        """
+        Start writing now.
+
+        @return: L{done}.
+        """
+        self._deadline = self.now() + self.seconds
+        self._timer = self.clock.callLater(self.seconds, self._finish)
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if not self._paused:
+            self._write_until_paused()
+        return self.done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._write_until_paused()
+
+    def _write_until_paused(self) -> None:
+        if self._writing or self._finished:
+            return
+        self._writing = True
+        try:
+            write = self.transport.write
+            chunk = self.chunk
+            size = len(chunk)
+            while not self._paused and not self._finished:
+                if self.now() >= self._deadline:
+                    self._finish()
+                    break
+                write(chunk)
+                self.written += size
+        finally:
+            self._writing = False
+
+    def stopProducing(self) -> None:
+        self._finish(close=False)
+
+    def _finish(self, close: bool = True) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if close:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
+        self.done.callback(self.written)
+
+
+@dataclass(frozen=True)
+class ByteCount:
+    """
+    What a sink received on one connection or stream.
+
+    @ivar received: payload bytes.
+    @ivar first: C{time.monotonic()} when the first of them arrived.
+    @ivar last: C{time.monotonic()} when the last of them arrived.
+    """
+
+    received: int
+    first: float
+    last: float
+
+    def to_json(self) -> dict[str, Any]:
+        """
+        @return: the fields as a JSON-serializable dict.
+        """
+        return asdict(self)
+
+
+@implementer(IHalfCloseableProtocol)
+class ByteCounter(Protocol):
+    """
+    Counts the bytes that arrive and when; reports the count once the writer
+    closes its side, then closes this side.
+
+    C{time.monotonic} is the same clock in every process of a machine, so
+    counts from the sink can be set against times taken in the parent.
+    """
+
+    def __init__(self, on_finished: Callable[[ByteCount], None]) -> None:
+        """
+        @param on_finished: called once with the final count.
+        """
+        self.on_finished = on_finished
+        self.received = 0
+        self.first = 0.0
+        self.last = 0.0
+        self._reported = False
+
+    def dataReceived(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self.received:
+            self.first = now
+        self.received += len(data)
+        self.last = now
+
+    def readConnectionLost(self) -> None:
+        self._report()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if not self._reported:
+            self._reported = True
+            self.on_finished(ByteCount(self.received, self.first, self.last))
+
+
+# Process usage
+
+
+def cpu_seconds() -> float:
+    """
+    @return: the CPU time (user and system) this process has used.
+    """
+    return time.process_time()
+
+
+def resident_bytes() -> int | None:
+    """
+    @return: this process's resident set size (C{VmRSS}), or C{None} where
+        C{/proc/self/status} does not exist.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def usage() -> dict[str, Any]:
+    """
+    @return: this process's CPU seconds, resident bytes and a timestamp.
+    """
+    return {"cpu": cpu_seconds(), "rss": resident_bytes(), "at": time.monotonic()}
+
+
+# Reporting
+
+
+def begin_logging(stream: TextIO = sys.stderr) -> None:
+    """
+    Send warnings and errors from Twisted and tunnelkit to C{stream}.
+    """
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def environment() -> dict[str, Any]:
+    """
+    @return: what the numbers depend on: interpreter, libraries, CPUs.
+    """
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "twisted": twisted.__version__,
+        "pyopenssl": OpenSSL.__version__,
+        "openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode("ascii"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """
+    @return: the median of C{values}, or NaN when there are none.
+    """
+    return statistics.median(values) if values else float("nan")
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """
+    Lay out rows in columns: the first left-aligned, the others right-aligned.
+
+    @param headers: one title per column.
+    @param rows: cells as text.
+    @return: the table, lines joined with newlines.
+    """
+    widths = [len(title) for title in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
