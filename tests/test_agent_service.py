@@ -317,9 +317,9 @@ class BackoffTests(AgentTestCase):
         self.endpoint.refusing = True
         self.start()
 
-        gaps = self.gaps(6)
+        gaps = self.gaps(7)
 
-        self.assertEqual(gaps, [1.0, 2.0, 4.0, 8.0, 16.0])
+        self.assertEqual(gaps, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 
     def test_delays_capped(self) -> None:
         """
@@ -328,7 +328,7 @@ class BackoffTests(AgentTestCase):
         self.endpoint.refusing = True
         self.start()
 
-        gaps = self.gaps(10)
+        gaps = self.gaps(11)
 
         self.assertEqual(gaps[-4:], [30.0] * 4)
 
@@ -342,7 +342,7 @@ class BackoffTests(AgentTestCase):
 
         gaps = self.gaps(10)
 
-        self.assertEqual(gaps[0], 1.5)
+        self.assertEqual(gaps[0], 1.0)
         self.assertEqual(gaps[-1], 30.5)
         self.assertTrue(all(gap <= 30.5 for gap in gaps), gaps)
 
@@ -361,12 +361,12 @@ class BackoffTests(AgentTestCase):
         self.assertEqual(
             [formatEvent(event) for event in warnings],
             [
-                "could not establish a session with the edge at"
-                " edge.example.com:4443; retrying in 1.0s (attempt 2)",
-                "could not establish a session with the edge at"
-                " edge.example.com:4443; retrying in 2.0s (attempt 3)",
-                "could not establish a session with the edge at"
-                " edge.example.com:4443; retrying in 4.0s (attempt 4)",
+                "no session with the edge at edge.example.com:4443 (Connection"
+                " was refused by other side); reconnecting in 0.5s (attempt 2)",
+                "no session with the edge at edge.example.com:4443 (Connection"
+                " was refused by other side); reconnecting in 1.0s (attempt 3)",
+                "no session with the edge at edge.example.com:4443 (Connection"
+                " was refused by other side); reconnecting in 2.0s (attempt 4)",
             ],
         )
         self.assertEqual(warnings[0]["obj"], "csess")
@@ -388,7 +388,7 @@ class BackoffTests(AgentTestCase):
         self.lose_connection()
         self.next_call()
 
-        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 1.0)
+        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 0.5)
 
 
 class FatalTests(AgentTestCase):
@@ -477,11 +477,6 @@ class FatalTests(AgentTestCase):
 
         texts = [formatEvent(event) for event in events]
         self.assertEqual([text for text in texts if "retrying" in text], [])
-
-    test_fatal_announces_no_retry.todo = (  # type: ignore[attr-defined]
-        "a failed prepareConnection always reaches the retry policy, which"
-        " logs 'retrying in 1.0s' before the scheduled stop cancels the retry"
-    )
 
     def test_untrusted_certificate(self) -> None:
         """
@@ -580,7 +575,9 @@ class RetryTests(AgentTestCase):
 
         texts = [formatEvent(event) for event in agent_events(events, LogLevel.warn)]
         self.assertEqual(
-            texts[0], "session with the edge failed: TK_INTERNAL: The peer failed."
+            texts[0],
+            "no session with the edge at edge.example.com:4443 (TK_INTERNAL: The"
+            " peer failed); reconnecting in 0.5s (attempt 2)",
         )
 
     def test_non_fatal_retried(self) -> None:
@@ -682,7 +679,7 @@ class SessionTests(AgentTestCase):
         self.lose_connection()
         self.next_call()
 
-        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 1.0)
+        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 0.5)
 
     def test_closed_session_clears_urls(self) -> None:
         """
@@ -756,11 +753,6 @@ class InMemoryEdgeTests(AgentTestCase):
         )
         self.assertFalse(agent.running)
 
-    test_refused_authtoken.todo = (  # type: ignore[attr-defined]
-        "ClientService has no transition for a connection lost after"
-        " prepareConnection failed, so closing it raises NoTransition"
-    )
-
     def test_refused_stream_retried(self) -> None:
         """
         A session the edge cannot serve (it refuses streams) is closed and
@@ -776,11 +768,6 @@ class InMemoryEdgeTests(AgentTestCase):
         self.endpoint.flush()
 
         self.assertEqual(len(self.endpoint.pumps), 2)
-
-    test_refused_stream_retried.todo = (  # type: ignore[attr-defined]
-        "ClientService has no transition for a connection lost after"
-        " prepareConnection failed, so closing it raises NoTransition"
-    )
 
     def test_bound(self) -> None:
         """
@@ -893,11 +880,6 @@ class BindRequestTests(SynchronousTestCase):
 
         self.assertIn(outcome, ("TK_PROTO_UNSUPPORTED", "sent http"))
 
-    test_http_refused_as_unsupported.todo = (  # type: ignore[attr-defined]
-        "bind_request always builds TcpOpts, which Bind refuses for http and"
-        " tls with TK_BAD_MESSAGE"
-    )
-
     def test_labeled_not_bound_as_tcp(self) -> None:
         """
         A labeled tunnel is not bound as a TCP tunnel.
@@ -915,11 +897,6 @@ class BindRequestTests(SynchronousTestCase):
             outcome = error.code
 
         self.assertNotEqual(outcome, "sent tcp")
-
-    test_labeled_not_bound_as_tcp.todo = (  # type: ignore[attr-defined]
-        "Tunnel.proto falls back to tcp when proto is None, so a labeled"
-        " tunnel gets a public TCP port"
-    )
 
 
 def parsed(options: Any, argv: list[str]) -> Any:

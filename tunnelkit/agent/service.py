@@ -7,9 +7,8 @@ again each time.
 import random
 from typing import Any, Callable, Sequence
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
@@ -37,7 +36,17 @@ FATAL_CODES = frozenset(
 """Errors that retrying cannot fix: the agent stops and says why."""
 
 RECONNECT_INITIAL_DELAY = 0.5
+"""Seconds before the first reconnect attempt; each failure doubles it."""
+
 RECONNECT_MAX_DELAY = 30.0
+"""The cap on the wait between attempts, before jitter."""
+
+RECONNECT_JITTER = 0.5
+"""Up to this many seconds are added at random to each wait."""
+
+STOP_TIMEOUT = 5.0
+"""Seconds a stopping agent waits for the edge to close the session before
+it drops the connection."""
 
 
 class _SessionFactory(Factory):
@@ -60,6 +69,13 @@ class _SessionFactory(Factory):
 class AgentService(Service):
     """
     The agent: its tunnels and its session to the edge.
+
+    The connection loop is explicit: connect, authenticate and bind; when
+    that fails, or an established session drops, wait and connect again.
+    The wait doubles from L{RECONNECT_INITIAL_DELAY} up to
+    L{RECONNECT_MAX_DELAY}, plus up to half a second of jitter, and starts
+    over once a session is established. Errors in L{FATAL_CODES} stop the
+    agent instead.
 
     @ivar tunnels: the tunnels by name.
     @ivar session: the current connection's session, if any.
@@ -91,16 +107,19 @@ class AgentService(Service):
         self.ready: Deferred = Deferred()
         self.stopped: Deferred = Deferred()
         self._rng = rng
-        self._client: ClientService | None = None
-        self._backoff = backoffPolicy(
-            initialDelay=RECONNECT_INITIAL_DELAY,
-            maxDelay=RECONNECT_MAX_DELAY,
-            factor=2.0,
-            jitter=self._jitter,
-        )
+        self._endpoint: Any = None
+        self._attempts = 0
+        self._connecting: Deferred | None = None
+        self._retry_call: Any = None
 
-    def _jitter(self) -> float:
-        return self._rng() * RECONNECT_INITIAL_DELAY
+    def retry_delay(self, attempt: int) -> float:
+        """
+        @param attempt: how many attempts in a row have failed, from 1.
+        @return: seconds to wait before the next attempt.
+        """
+        exponent = min(attempt - 1, 16)
+        delay = min(RECONNECT_INITIAL_DELAY * 2**exponent, RECONNECT_MAX_DELAY)
+        return delay + self._rng() * RECONNECT_JITTER
 
     def mux_config(self) -> MuxConfig:
         """
@@ -116,7 +135,7 @@ class AgentService(Service):
     def startService(self) -> None:
         super().startService()
         tls = client_tls_options(self.edge.host, self.root_cas)
-        endpoint = wrapClientTLS(
+        self._endpoint = wrapClientTLS(
             tls,
             HostnameEndpoint(
                 self.reactor,
@@ -125,38 +144,43 @@ class AgentService(Service):
                 timeout=self.config.connect_timeout,
             ),
         )
-        self._client = ClientService(
-            endpoint,
-            _SessionFactory(self),
-            retryPolicy=self._retry_delay,
-            clock=self.reactor,
-            prepareConnection=self._prepare,
-        )
-        _log.info("connecting to edge {edge}", edge=str(self.edge), obj="csess")
-        self._client.startService()
+        self._connect()
 
-    def stopService(self) -> Deferred | None:
+    def stopService(self) -> Deferred:
         super().stopService()
-        client, self._client = self._client, None
-        if client is None:
-            return None
-        return client.stopService()
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        session, self.session = self.session, None
+        if session is None or session.mux.transport is None:
+            return succeed(None)
+        mux = session.mux
+        closed = mux.when_closed()
+        mux.close()
 
-    def _retry_delay(self, attempts: int) -> float:
-        delay = self._backoff(attempts)
-        _log.warn(
-            "could not establish a session with the edge at {edge}; retrying in"
-            " {delay:.1f}s (attempt {attempt})",
-            edge=str(self.edge),
-            delay=delay,
-            attempt=attempts + 1,
-            obj="csess",
-        )
-        return delay
+        def too_slow(failure: Failure) -> None:
+            failure.trap(TimeoutError)
+            if mux.transport is not None:
+                mux.transport.abortConnection()
 
-    # Each connection
+        closed.addTimeout(STOP_TIMEOUT, self.reactor)
+        return closed.addCallbacks(lambda _: None, too_slow)
 
-    def _prepare(self, protocol: Any) -> Deferred:
+    # The connection loop
+
+    def _connect(self) -> None:
+        self._retry_call = None
+        if not self.running:
+            return
+        _log.info("connecting to edge {edge}", edge=str(self.edge), obj="csess")
+        self._connecting = self._endpoint.connect(_SessionFactory(self))
+        self._connecting.addCallbacks(self._connected, self._not_connected)
+
+    def _connected(self, protocol: Any) -> None:
+        self._connecting = None
         session = self.session
         assert session is not None
         establishing = session.establish(self.authtoken, self.session_id)
@@ -166,11 +190,33 @@ class AgentService(Service):
             callbackArgs=(session,),
             errbackArgs=(session,),
         )
-        return establishing
+
+    def _not_connected(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(CancelledError):
+            return
+        self._retry(failure.getErrorMessage())
+
+    def _retry(self, why: str) -> None:
+        if not self.running:
+            return
+        self._attempts += 1
+        delay = self.retry_delay(self._attempts)
+        _log.warn(
+            "no session with the edge at {edge} ({why}); reconnecting in"
+            " {delay:.1f}s (attempt {attempt})",
+            edge=str(self.edge),
+            why=why.rstrip("."),
+            delay=delay,
+            attempt=self._attempts + 1,
+            obj="csess",
+        )
+        self._retry_call = self.reactor.callLater(delay, self._connect)
 
     def _established(self, results: list[Any], session: AgentSession) -> None:
         auth = session.auth
         assert auth is not None
+        self._attempts = 0
         self.session_id = auth.session_id
         _log.info("tunnel session started", obj="tunnels.session", id=auth.session_id)
         session.mux.when_closed().addCallback(self._session_closed, session)
@@ -204,7 +250,7 @@ class AgentService(Service):
             return "//" + tunnel.forwards_to
         return tunnel.forwards_to
 
-    def _not_established(self, failure: Failure, session: AgentSession) -> Failure:
+    def _not_established(self, failure: Failure, session: AgentSession) -> None:
         closed = session.mux.close_reason
         error = None
         if closed is not None:
@@ -213,27 +259,30 @@ class AgentService(Service):
             error = failure.value
         if error is not None and error.code in FATAL_CODES:
             _log.error("{error}", error=str(error), obj="csess")
+            if self.session is session:
+                self.session = None
             session.mux.close()
             self._fatal(error)
-            return failure
-        _log.warn(
-            "session with the edge failed: {error}",
-            error=str(error) if error is not None else failure.getErrorMessage(),
-            obj="csess",
-        )
-        if session.mux.transport is not None:
-            session.mux.transport.abortConnection()
-        return failure
+            return
+        if self.session is session:
+            self.session = None
+        transport = session.mux.transport
+        if transport is not None and not session.mux.close_reason:
+            transport.abortConnection()
+        self._retry(str(error) if error is not None else failure.getErrorMessage())
 
     def _session_closed(self, reason: Any, session: AgentSession) -> None:
-        if self.running and self.session is session:
-            _log.warn(
-                "session closed, starting reconnect loop",
-                obj="csess",
-                reason=str(getattr(reason, "value", reason)),
-            )
         for tunnel in self.tunnels.values():
             tunnel.public_url = None
+        if not self.running or self.session is not session:
+            return
+        self.session = None
+        _log.warn(
+            "session closed, starting reconnect loop",
+            obj="csess",
+            reason=str(reason),
+        )
+        self._retry(str(reason))
 
     def _fatal(self, error: TunnelkitError) -> None:
         if not self.ready.called:
@@ -242,9 +291,6 @@ class AgentService(Service):
 
     def _stop_for(self, outcome: Any) -> None:
         stopping = self.stopService()
-        if stopping is None:
-            stopping = Deferred()
-            stopping.callback(None)
         if not self.stopped.called:
             stopping.addBoth(lambda _: self.stopped.callback(outcome))
 
