@@ -372,8 +372,3 @@ class AffinityTokenTests(SynchronousTestCase):
         port = self.tokens.port_of(f"\u00b2\u00b9.{mac}", "s1", "ssh")
 
         self.assertIsNone(port)
-
-    test_malformed_digit_like_port.todo = (  # type: ignore[attr-defined]
-        "port_of checks str.isdigit, which accepts superscript digits that"
-        " int() rejects, so it raises ValueError"
-    )

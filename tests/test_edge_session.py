@@ -498,17 +498,17 @@ class BindTests(EdgeTestCase):
 
     def test_reply_token_names_port(self) -> None:
         """
-        The reply's affinity token names the bound port for this session
-        and binding.
+        The reply's affinity token names the bound port for this
+        authtoken, session and binding.
         """
         session, _, auth = self.authed()
 
         reply = session.bind(tcp_bind("ssh"))
 
         tokens = AffinityTokens(SECRET)
-        self.assertEqual(
-            tokens.port_of(reply.token, auth.session_id, "ssh"), port_of(reply.url)
-        )
+        scope = f"{session.grant.name}\0{auth.session_id}"
+        self.assertEqual(tokens.port_of(reply.token, scope, "ssh"), port_of(reply.url))
+        self.assertIsNone(tokens.port_of(reply.token, auth.session_id, "ssh"))
 
     def test_two_bindings_two_ports(self) -> None:
         """
@@ -673,11 +673,6 @@ class BindTests(EdgeTestCase):
 
         self.assertTrue(LOW <= port_of(reply.url) <= HIGH)
 
-    test_malformed_token_ignored.todo = (  # type: ignore[attr-defined]
-        "AffinityTokens.port_of raises ValueError for superscript digits, so"
-        " the bind fails instead of ignoring the token"
-    )
-
     def test_range_port_reserved_for_other_token(self) -> None:
         """
         A port of the range that is reserved for another token is not
@@ -703,11 +698,6 @@ class BindTests(EdgeTestCase):
             outcome.append(error.code)
 
         self.assertNotIn(f"tcp://{PUBLIC_HOST}:{LOW}", outcome)
-
-    test_range_port_reserved_for_other_token.todo = (  # type: ignore[attr-defined]
-        "PortBook.candidates knows only held ports, so a reserved address"
-        " inside tcp_port_range goes to any agent while its owner is away"
-    )
 
 
 class UnbindTests(EdgeTestCase):
@@ -1021,11 +1011,6 @@ class ResumeLiveTests(EdgeTestCase):
         self.assertFalse(alice_transport.disconnecting)
         self.assertIs(self.edge.sessions[auth.session_id], alice)
 
-    test_other_token_cannot_take_live_session.todo = (  # type: ignore[attr-defined]
-        "session_started resumes any session id without checking that the"
-        " authtoken is the one that started it"
-    )
-
     def test_other_token_cannot_take_reserved_port(self) -> None:
         """
         An agent with another authtoken that resumes a dropped session's id
@@ -1044,11 +1029,6 @@ class ResumeLiveTests(EdgeTestCase):
             outcome.append(error.code)
 
         self.assertNotIn(f"tcp://{ALICE_RESERVED}", outcome)
-
-    test_other_token_cannot_take_reserved_port.todo = (  # type: ignore[attr-defined]
-        "a resumed session's held ports, reserved ones included, go to"
-        " whichever token presents the session id"
-    )
 
 
 class WireTests(SynchronousTestCase):

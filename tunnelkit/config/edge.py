@@ -344,7 +344,7 @@ def _read_authtokens(root: Section) -> tuple[AuthtokenGrant, ...]:
     grants: list[AuthtokenGrant] = []
     names: set[str] = set()
     digests: dict[bytes, str] = {}
-    reserved: dict[HostPort, str] = {}
+    reserved: dict[int, str] = {}
     for item_key, node in root.items("authtokens") or []:
         if not isinstance(node, YamlMapping):
             raise root.invalid(
@@ -366,12 +366,14 @@ def _read_authtokens(root: Section) -> tuple[AuthtokenGrant, ...]:
                 f"{digests[grant.token_digest]!r}; give each token once",
             )
         for addr in grant.reserved_addrs:
-            if addr in reserved:
+            if addr.port in reserved:
                 raise item.key_error(
                     "reserved_addrs",
-                    f"{addr} is already reserved for {reserved[addr]!r}",
+                    f"port {addr.port} of {addr} is already reserved for"
+                    f" {reserved[addr.port]!r}; the edge binds reserved addresses"
+                    " by port, so each port can be reserved once",
                 )
-            reserved[addr] = grant.name
+            reserved[addr.port] = grant.name
         names.add(grant.name)
         digests[grant.token_digest] = grant.name
         grants.append(grant)

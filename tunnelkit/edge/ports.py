@@ -43,10 +43,14 @@ class PortBook:
     """
     The TCP ports of the edge's range and the reserved addresses, and who
     holds them.
+
+    @ivar reserved: ports reserved for particular authtokens; never offered
+        as random ports, even inside the range.
     """
 
     port_range: PortRange
     rng: random.Random = field(default_factory=random.SystemRandom)
+    reserved: frozenset[int] = frozenset()
     _holds: dict[int, PortHold] = field(default_factory=dict)
 
     def holder(self, port: int) -> PortHold | None:
@@ -67,9 +71,10 @@ class PortBook:
 
     def is_free(self, port: int) -> bool:
         """
-        @return: whether nobody holds C{port}.
+        @return: whether C{port} may be offered at random: nobody holds it
+            and no authtoken has it reserved.
         """
-        return port not in self._holds
+        return port not in self._holds and port not in self.reserved
 
     def candidates(self, limit: int = 64) -> Iterator[int]:
         """
@@ -179,7 +184,7 @@ class AffinityTokens:
             is malformed or was issued for another session or binding.
         """
         port_text, _, mac = token.partition(".")
-        if not port_text.isdigit() or not mac:
+        if not (port_text.isascii() and port_text.isdigit()) or not mac:
             return None
         port = int(port_text)
         expected = self._mac(session_id, binding_id, port)

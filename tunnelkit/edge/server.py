@@ -66,8 +66,16 @@ class EdgeServer(Service):
     def __init__(self, config: EdgeConfig, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
-        self.ports = PortBook(config.tcp_port_range)
+        self.ports = PortBook(
+            config.tcp_port_range,
+            reserved=frozenset(
+                addr.port
+                for grant in config.authtokens
+                for addr in grant.reserved_addrs
+            ),
+        )
         self.sessions: dict[str, EdgeSession] = {}
+        self.session_owners: dict[str, str] = {}
         self.connections: set[EdgeSession] = set()
         self.tcp_bindings: dict[int, TcpBinding] = {}
         self.agent_port: IListeningPort | None = None
@@ -172,15 +180,25 @@ class EdgeServer(Service):
 
         @return: the session id and whether it was resumed.
         """
+        assert session.grant is not None
+        owner = session.grant.name
+        if requested and self.session_owners.get(requested, owner) != owner:
+            _log.warn(
+                "agent at {peer} asked to resume a session of another authtoken;"
+                " starting a new session",
+                peer=session.peer,
+            )
+            requested = ""
         if not requested:
-            session_id = secrets.token_hex(16)
-            self.sessions[session_id] = session
-            return session_id, False
+            requested = secrets.token_hex(16)
+            while requested in self.session_owners:
+                requested = secrets.token_hex(16)
         previous = self.sessions.get(requested)
         if previous is not None and previous is not session:
             self._retire(previous)
         resumed = previous is not None or self.ports.has_holds(requested)
         self.sessions[requested] = session
+        self.session_owners[requested] = owner
         return requested, resumed
 
     def _retire(self, previous: EdgeSession) -> None:
@@ -237,6 +255,9 @@ class EdgeServer(Service):
             if binding is not None:
                 _log.info("released port {port} after the grace period", port=port)
                 self._stop_listening(binding)
+        for session_id in list(self.session_owners):
+            if session_id not in self.sessions and not self.ports.has_holds(session_id):
+                del self.session_owners[session_id]
         self._schedule_expiry()
 
     # TCP bindings
@@ -254,17 +275,18 @@ class EdgeServer(Service):
         opts = request.opts if isinstance(request.opts, TcpOpts) else TcpOpts()
 
         if opts.remote_addr:
-            port = self._reserved_port(session, opts.remote_addr)
+            port = self._reserved_port(session, opts.remote_addr, request.id)
             candidates = [port]
         else:
-            candidates = self._preferred_ports(session_id, request)
+            candidates = self._preferred_ports(session, request)
             candidates.extend(self.ports.candidates(MAX_BIND_ATTEMPTS))
 
         for port in candidates:
             binding = self._take_port(session, request, port)
             if binding is not None:
                 assert self.tokens is not None
-                return binding, self.tokens.issue(session_id, request.id, port)
+                owner = _token_scope(session)
+                return binding, self.tokens.issue(owner, request.id, port)
             if opts.remote_addr:
                 raise TunnelkitError(
                     "TK_ADDR_UNAVAILABLE",
@@ -278,7 +300,9 @@ class EdgeServer(Service):
             " edge's operator to widen tcp_port_range.",
         )
 
-    def _reserved_port(self, session: EdgeSession, remote_addr: str) -> int:
+    def _reserved_port(
+        self, session: EdgeSession, remote_addr: str, binding_id: str
+    ) -> int:
         grant = session.grant
         assert grant is not None
         for reserved in grant.reserved_addrs:
@@ -289,8 +313,14 @@ class EdgeServer(Service):
                 if hold is not None and hold.session_id != session.session_id:
                     raise TunnelkitError(
                         "TK_ADDR_IN_USE",
-                        f"{remote_addr} is bound by another session of this"
-                        " authtoken; stop that agent first.",
+                        f"{remote_addr} is bound by another agent session of"
+                        f" the authtoken {grant.name!r}; stop that agent first.",
+                    )
+                if hold is not None and hold.binding_id != binding_id:
+                    raise TunnelkitError(
+                        "TK_ADDR_IN_USE",
+                        f"{remote_addr} is already bound by this agent's tunnel"
+                        f" {hold.binding_id!r}; give each tunnel its own address.",
                     )
                 return reserved.port
         raise TunnelkitError(
@@ -299,16 +329,21 @@ class EdgeServer(Service):
             " one of its reserved addresses or leave remote_addr out.",
         )
 
-    def _preferred_ports(self, session_id: str, request: Bind) -> list[int]:
+    def _preferred_ports(self, session: EdgeSession, request: Bind) -> list[int]:
+        assert session.session_id is not None
         preferred = []
-        held = self.ports.held_for(session_id, request.id)
+        held = self.ports.held_for(session.session_id, request.id)
         if held is not None:
             preferred.append(held)
         token = request.token
         if token and self.tokens is not None:
-            port = self.tokens.port_of(token, session_id, request.id)
+            port = self.tokens.port_of(token, _token_scope(session), request.id)
             low, high = self.config.tcp_port_range.low, self.config.tcp_port_range.high
-            if port is not None and low <= port <= high:
+            if (
+                port is not None
+                and low <= port <= high
+                and port not in self.ports.reserved
+            ):
                 preferred.append(port)
         return preferred
 
@@ -353,6 +388,15 @@ class EdgeServer(Service):
         if listener is None:
             return None
         return listener.stopListening()
+
+
+def _token_scope(session: EdgeSession) -> str:
+    """
+    What an affinity token is bound to: the authtoken's name and the
+    session id, so that no other authtoken can use it.
+    """
+    assert session.grant is not None and session.session_id is not None
+    return f"{session.grant.name}\0{session.session_id}"
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:
