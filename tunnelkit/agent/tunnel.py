@@ -6,7 +6,8 @@ and where its connections go.
 from dataclasses import dataclass
 
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
-from tunnelkit.control.messages import Bind, TcpOpts
+from tunnelkit.control.messages import Bind, BindOpts, HttpOpts, TcpOpts, TlsOpts
+from tunnelkit.errors import TunnelkitError
 
 
 def upstream_display(addr: UpstreamAddress, proto: str | None) -> str:
@@ -47,9 +48,9 @@ class Tunnel:
     @property
     def proto(self) -> str:
         """
-        @return: the tunnel's protocol.
+        @return: the tunnel's protocol, or C{""} for a labeled tunnel.
         """
-        return self.definition.proto or "tcp"
+        return self.definition.proto or ""
 
     @property
     def forwards_to(self) -> str:
@@ -61,17 +62,42 @@ class Tunnel:
     def bind_request(self) -> Bind:
         """
         @return: the request that binds this tunnel on the edge.
-        @raise TunnelkitError: for a protocol this agent cannot bind yet.
+        @raise TunnelkitError: C{TK_PROTO_UNSUPPORTED} for a labeled tunnel,
+            which this agent cannot bind yet.
         """
         definition = self.definition
-        remote_addr = definition.remote_addr
-        opts = TcpOpts(remote_addr=str(remote_addr) if remote_addr else "")
+        if definition.labeled or not definition.proto:
+            raise TunnelkitError(
+                "TK_PROTO_UNSUPPORTED",
+                f"Tunnel {self.name!r} is a labeled tunnel, which this version"
+                " cannot start yet; give it a proto (tcp) instead of labels.",
+            )
         return Bind(
             id=self.name,
             name=self.name,
             proto=self.proto,
             forwards_to=self.forwards_to,
             metadata=definition.metadata or "",
-            opts=opts,
+            opts=self._options(),
             token=self.token,
+        )
+
+    def _options(self) -> BindOpts:
+        definition = self.definition
+        if definition.proto == "tcp":
+            remote_addr = definition.remote_addr
+            return TcpOpts(remote_addr=str(remote_addr) if remote_addr else "")
+        if definition.proto == "tls":
+            return TlsOpts(
+                subdomain=definition.subdomain or "",
+                hostname=definition.hostname or "",
+            )
+        return HttpOpts(
+            subdomain=definition.subdomain or "",
+            hostname=definition.hostname or "",
+            basic_auth=tuple(
+                f"{credential.username}:{credential.password}"
+                for credential in definition.basic_auth
+            ),
+            schemes=definition.schemes,
         )
