@@ -252,11 +252,6 @@ class UsageTests(CommandTestCase):
         self.assertEqual(status, 0)
         self.assertIn("tunnelkit COMMAND", self.stdout.getvalue())
 
-    test_help.todo = (  # type: ignore[attr-defined]
-        "usage.Options.opt_help prints to sys.stdout and raises SystemExit,"
-        " which run does not catch"
-    )
-
 
 class AddAuthtokenTests(CommandTestCase):
     """
@@ -318,11 +313,6 @@ class AddAuthtokenTests(CommandTestCase):
         self.assertEqual(
             self.stdout.getvalue(), f"Authtoken saved to configuration file: {path}\n"
         )
-
-    test_flag_after_token.todo = (  # type: ignore[attr-defined]
-        "usage.Options parses with getopt.getopt, which stops at the first"
-        " argument, so later flags count as extra arguments"
-    )
 
 
 class AddServerAddrTests(CommandTestCase):
@@ -510,11 +500,6 @@ class AgentCommandTests(CommandTestCase):
         )
 
         self.assertEqual((status, self.stderr.getvalue()), (0, ""))
-
-    test_flag_after_port.todo = (  # type: ignore[attr-defined]
-        "usage.Options parses with getopt.getopt, which stops at the first"
-        " argument, so later flags count as extra arguments"
-    )
 
     def test_runs_reactor(self) -> None:
         """

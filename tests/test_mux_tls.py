@@ -115,7 +115,9 @@ class Exchange(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         expected = hashlib.sha256(self.payload).hexdigest()
-        self.done.callback((reason.type, self.received, self.echo.hexdigest(), expected))
+        self.done.callback(
+            (reason.type, self.received, self.echo.hexdigest(), expected)
+        )
 
 
 class ThousandStreamsTests(TestCase):

@@ -4,6 +4,7 @@ agent or the edge in the foreground, and report in words people and scripts
 rely on.
 """
 
+import contextlib
 import os
 import sys
 from typing import IO, Any, Sequence
@@ -60,15 +61,18 @@ def run(
 
     @return: the exit status.
     """
-    if argv[:1] in (["-v"], ["--version"]):
+    if argv[:1] == ["-v"]:
         argv = ["version"]
     options = TunnelkitOptions()
     try:
-        options.parseOptions(argv)
+        with contextlib.redirect_stdout(stdout):
+            options.parseOptions(argv)
     except usage.UsageError as error:
         stderr.write(f"ERROR: {error}\n")
         stderr.write(f"Run '{_usage_command(options)} --help' for usage.\n")
         return 2
+    except SystemExit as leaving:
+        return leaving.code if isinstance(leaving.code, int) else 0
 
     command = options.subCommand
     sub = options.subOptions
@@ -90,9 +94,11 @@ def run(
 
 
 def _usage_command(options: usage.Options) -> str:
-    if options.subCommand:
-        return f"tunnelkit {options.subCommand}"
-    return "tunnelkit"
+    words = ["tunnelkit"]
+    while getattr(options, "subCommand", None):
+        words.append(options.subCommand)
+        options = options.subOptions
+    return " ".join(words)
 
 
 # tunnelkit config ...
@@ -107,9 +113,13 @@ def _config_command(options: usage.Options, stdout: IO[str]) -> int:
     sub = options.subOptions
     if options.subCommand == "check":
         config = load_agent_config(sub["configs"])
-        for path in sub["configs"] or [default_agent_config_path()]:
+        if not config.paths:
+            stdout.write(
+                f"No configuration file at {default_agent_config_path()}; the"
+                " defaults apply\n"
+            )
+        for path in config.paths:
             stdout.write(f"Valid configuration file at {path}\n")
-        del config
         return 0
     path = _config_path(sub)
     value = sub["value"]

@@ -4,9 +4,12 @@ by both the C{tunnelkit} command and the twistd plugins, so that a flag
 means the same everywhere. Flags follow the ngrok agent's names.
 """
 
+import sys
 from typing import Any
 
 from twisted.python import usage
+
+from tunnelkit import __version__
 
 LOG_LEVELS = ("crit", "warn", "error", "info", "debug")
 LOG_FORMATS = ("term", "logfmt", "json")
@@ -31,7 +34,42 @@ def check_log_flags(options: usage.Options) -> None:
         )
 
 
-class CommonOptions(usage.Options):
+class _FlagsAnywhere(usage.Options):
+    """
+    Options whose flags may come after the positional arguments, as in
+    C{tunnelkit tcp 22 --remote-addr HOST:PORT}; Twisted's parser alone stops
+    at the first argument that is not a flag.
+    """
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        valued = {"--" + name[:-1] for name in self.longOpt if name.endswith("=")}
+        valued.update(
+            "-" + letter
+            for letter, following in zip(self.shortOpt, self.shortOpt[1:] + " ")
+            if following == ":" and letter != ":"
+        )
+        flags: list[str] = []
+        arguments: list[str] = []
+        index = 0
+        while index < len(options):
+            argument = options[index]
+            if argument == "--":
+                arguments.extend(options[index + 1 :])
+                break
+            if argument.startswith("-") and argument != "-":
+                flags.append(argument)
+                if argument in valued and index + 1 < len(options):
+                    index += 1
+                    flags.append(options[index])
+            else:
+                arguments.append(argument)
+            index += 1
+        super().parseOptions(flags + ["--"] + arguments)
+
+
+class CommonOptions(_FlagsAnywhere):
     """
     Flags every agent command takes: C{--config} (repeatable, or a comma
     separated list, merged in order), C{--authtoken} and the log flags.
@@ -167,7 +205,7 @@ class ConfigOptions(usage.Options):
             raise usage.UsageError("name a config subcommand")
 
 
-class EdgeOptions(usage.Options):
+class EdgeOptions(_FlagsAnywhere):
     """
     C{tunnelkit edge} and C{twistd -n tunnel-edge}: the edge server.
     """
@@ -211,6 +249,13 @@ class TunnelkitOptions(usage.Options):
         ["edge", None, EdgeOptions, "run the edge server in the foreground"],
         ["version", None, VersionOptions, "print the version"],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Print the tunnelkit version and exit.
+        """
+        sys.stdout.write(f"tunnelkit version {__version__}\n")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
