@@ -84,6 +84,7 @@ def run(
             return _config_command(sub, stdout)
         if command == "edge":
             return _run_edge(sub, stdout, stderr, reactor)
+        assert command is not None
         return _run_agent(command, sub, stdout, stderr, reactor)
     except (ConfigError, TunnelkitError) as error:
         stderr.write(f"ERROR: {error}\n")
@@ -95,7 +96,7 @@ def run(
 
 def _usage_command(options: usage.Options) -> str:
     words = ["tunnelkit"]
-    while getattr(options, "subCommand", None):
+    while options.subCommand is not None:
         words.append(options.subCommand)
         options = options.subOptions
     return " ".join(words)

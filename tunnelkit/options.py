@@ -109,7 +109,7 @@ class TcpOptions(CommonOptions):
         ["metadata", None, None, "free text attached to the tunnel"],
     ]
 
-    def parseArgs(self, addr: str) -> None:
+    def parseArgs(self, addr: str) -> None:  # type: ignore[override]
         self["addr"] = addr
 
 
@@ -158,7 +158,7 @@ class _ConfigKeyOptions(CommonOptions):
 
     key = ""
 
-    def parseArgs(self, value: str) -> None:
+    def parseArgs(self, value: str) -> None:  # type: ignore[override]
         self["value"] = value
 
 

@@ -9,7 +9,7 @@ side half-closes the other; a clean close closes the other after its
 pending writes; an abort (RST, or any error) aborts the other.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -27,6 +27,10 @@ class SpliceEnd(Protocol):
 
     @ivar other: the other end, once joined.
     """
+
+    # typing note: a splice needs half-close, producers and abort from its
+    # transport, which no single Twisted interface declares.
+    transport: Any
 
     def __init__(self) -> None:
         self.other: Optional["SpliceEnd"] = None

@@ -60,7 +60,7 @@ class _SessionFactory(Factory):
     def __init__(self, agent: "AgentService") -> None:
         self.agent = agent
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         session = AgentSession(self.agent, self.agent.reactor, self.agent.mux_config())
         self.agent.session = session
         return session.mux

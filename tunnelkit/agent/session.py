@@ -48,7 +48,7 @@ class _StreamFactory(Factory):
     def __init__(self, session: "AgentSession") -> None:
         self.session = session
 
-    def buildProtocol(self, addr: IAddress) -> RpcServerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:
         return RpcServerProtocol(self.session.dispatch, self.session.reactor)
 
 

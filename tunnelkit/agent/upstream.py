@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from tunnelkit.agent.tunnel import Tunnel
@@ -40,6 +41,7 @@ class ProxiedStream(SpliceEnd):
         self.tunnel.total_connections += 1
         self._counted = True
         addr = self.tunnel.definition.addr
+        assert addr.port is not None, "TCP upstreams always have a port"
         endpoint = HostnameEndpoint(
             self.reactor, addr.host, addr.port, timeout=UPSTREAM_CONNECT_TIMEOUT
         )
@@ -66,7 +68,7 @@ class ProxiedStream(SpliceEnd):
         if not self.lost:
             self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._counted:
             self._counted = False
             self.tunnel.open_connections -= 1

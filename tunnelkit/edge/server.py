@@ -21,7 +21,7 @@ from tunnelkit.config import AuthtokenGrant, EdgeConfig
 from tunnelkit.control.messages import Bind, TcpOpts
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.session import EdgeSession
-from tunnelkit.edge.tcp import TcpBinding
+from tunnelkit.edge.tcp import TcpBinding, format_address
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
@@ -42,7 +42,7 @@ class _AgentListenerFactory(Factory):
     def __init__(self, server: "EdgeServer") -> None:
         self.server = server
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         session = EdgeSession(self.server, self.server.reactor)
         self.server.connections.add(session)
         session.mux.when_closed().addCallback(
@@ -128,11 +128,9 @@ class EdgeServer(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.agent_port = port
-        address = port.getHost()
         _log.info(
-            "edge listening for agents on {host}:{port}",
-            host=address.host,
-            port=address.port,
+            "edge listening for agents on {address}",
+            address=format_address(port.getHost()),
         )
         return port
 

@@ -52,7 +52,7 @@ class _StreamFactory(Factory):
     def __init__(self, session: "EdgeSession") -> None:
         self.session = session
 
-    def buildProtocol(self, addr: IAddress) -> RpcServerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:
         return RpcServerProtocol(self.session.dispatch, self.session.clock)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from tunnelkit.control.messages import ProxyHeader, encode_message
@@ -77,7 +78,7 @@ class PublicConnection(SpliceEnd):
     A connection from the internet to a TCP binding.
     """
 
-    def __init__(self, binding: TcpBinding, client: IAddress) -> None:
+    def __init__(self, binding: TcpBinding, client: IAddress | None) -> None:
         super().__init__()
         self.binding = binding
         self.client = client
@@ -127,7 +128,7 @@ class PublicConnection(SpliceEnd):
             error=reason.getErrorMessage(),
         )
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._counted:
             self._counted = False
             self.binding.open_connections -= 1
@@ -144,5 +145,5 @@ class TcpIngressFactory(Factory):
     def __init__(self, binding: TcpBinding) -> None:
         self.binding = binding
 
-    def buildProtocol(self, addr: IAddress) -> PublicConnection:
+    def buildProtocol(self, addr: IAddress | None) -> PublicConnection:
         return PublicConnection(self.binding, addr)

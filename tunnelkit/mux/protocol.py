@@ -380,6 +380,10 @@ class MuxProtocol(Protocol):
     @ivar close_reason: why the connection was lost, once it was.
     """
 
+    # typing note: the session needs producers and abort from the
+    # connection's transport, which no single Twisted interface declares.
+    transport: Any
+
     def __init__(
         self,
         is_client: bool,
