@@ -511,26 +511,46 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-def resident_bytes() -> int | None:
+def _process_status(field: str) -> int | None:
     """
-    @return: this process's resident set size (C{VmRSS}), or C{None} where
-        C{/proc/self/status} does not exist.
+    @param field: a numeric field of C{/proc/self/status}, such as C{VmRSS}.
+    @return: its value (in kB for sizes), or C{None} where there is no such
+        file or field.
     """
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         return None
     return None
 
 
+def resident_bytes() -> int | None:
+    """
+    @return: this process's resident set size (C{VmRSS}), or C{None} where
+        C{/proc/self/status} does not exist.
+    """
+    kilobytes = _process_status("VmRSS")
+    return None if kilobytes is None else kilobytes * 1024
+
+
 def usage() -> dict[str, Any]:
     """
-    @return: this process's CPU seconds, resident bytes and a timestamp.
+    @return: this process's CPU seconds (in all, in user mode and in the
+        kernel), resident bytes, how often it has waited (voluntary context
+        switches) and a timestamp.
     """
-    return {"cpu": cpu_seconds(), "rss": resident_bytes(), "at": time.monotonic()}
+    times = os.times()
+    return {
+        "cpu": cpu_seconds(),
+        "user": times.user,
+        "system": times.system,
+        "rss": resident_bytes(),
+        "sleeps": _process_status("voluntary_ctxt_switches"),
+        "at": time.monotonic(),
+    }
 
 
 # Reporting

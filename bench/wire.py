@@ -447,6 +447,15 @@ class _StreamEnd(Protocol):
             self.on_closed()
 
 
+def _difference(after: dict[str, Any], before: dict[str, Any], key: str) -> Any:
+    """
+    @return: how much C{key} grew, or C{None} where it is not known.
+    """
+    if after[key] is None or before[key] is None:
+        return None
+    return after[key] - before[key]
+
+
 async def _close_session(mux: MuxProtocol) -> None:
     """
     Close a session and wait until its connection is gone.
@@ -575,6 +584,10 @@ class WireBench:
             "wall": wall,
             "writer_cpu": after["cpu"] - before["cpu"],
             "sink_cpu": sink_after["cpu"] - sink_before["cpu"],
+            "writer_system": after["system"] - before["system"],
+            "sink_system": sink_after["system"] - sink_before["system"],
+            "writer_sleeps": _difference(after, before, "sleeps"),
+            "sink_sleeps": _difference(sink_after, sink_before, "sleeps"),
         }
 
     # Streams opened and closed
