@@ -787,6 +787,108 @@ class InMemoryEdgeTests(AgentTestCase):
         self.assertEqual(agent.session_id, list(edge.sessions)[0])
 
 
+class EdgeRequestTests(AgentTestCase):
+    """
+    What the edge may ask of a connected agent: stop a tunnel, restart the
+    session, stop the agent.
+    """
+
+    def connect(self, remote_management: bool = True) -> tuple[Any, AgentService]:
+        """
+        An agent bound to an in-memory edge.
+
+        @return: the edge's session and the agent.
+        """
+        edge = make_edge()
+        sessions: list[EdgeSession] = []
+
+        def accept() -> MuxProtocol:
+            sessions.append(EdgeSession(edge, self.clock))
+            return sessions[-1].mux
+
+        self.endpoint = InMemoryEdgeEndpoint(self.clock, accept)
+        agent = self.start(authtoken=ALICE_TOKEN)
+        if not remote_management:
+            agent.config = AgentConfig(remote_management=False)
+        self.endpoint.flush()
+        self.successResultOf(agent.ready)
+        return sessions[-1], agent
+
+    def test_stop_tunnel(self) -> None:
+        """
+        C{stop_tunnel} frees the binding on the edge and takes the tunnel
+        offline on the agent, which logs the edge's reason at error.
+        """
+        edge_session, agent = self.connect()
+
+        with capturedLogs() as events:
+            answered = edge_session.stop_tunnel("ssh", "Closed by the operator.", "")
+            self.endpoint.flush()
+
+        self.successResultOf(answered)
+        self.assertIsNone(agent.tunnels["ssh"].public_url)
+        self.assertEqual(edge_session.bindings, {})
+        errors = [
+            formatEvent(event)
+            for event in events
+            if event.get("log_namespace") == "tunnelkit.agent.session"
+            and event.get("log_level") == LogLevel.error
+        ]
+        self.assertEqual(
+            errors, ["the edge stopped tunnel ssh: Closed by the operator."]
+        )
+
+    def test_restart_reconnects(self) -> None:
+        """
+        C{restart} is answered, then the agent closes its session and
+        connects again after the first backoff delay, binding its tunnel
+        again.
+        """
+        edge_session, agent = self.connect()
+
+        answered = edge_session.restart()
+        self.endpoint.flush()
+        self.clock.advance(0)
+        self.endpoint.flush()
+        self.next_call()
+        self.endpoint.flush()
+
+        self.successResultOf(answered)
+        self.assertEqual(len(self.endpoint.pumps), 2)
+        self.assertIsNotNone(agent.tunnels["ssh"].public_url)
+
+    def test_stop(self) -> None:
+        """
+        C{stop} is answered, then the agent stops and C{stopped} fires.
+        """
+        edge_session, agent = self.connect()
+
+        answered = edge_session.stop()
+        self.endpoint.flush()
+        self.clock.advance(0)
+        self.endpoint.flush()
+
+        self.successResultOf(answered)
+        self.assertIsNone(self.successResultOf(agent.stopped))
+        self.assertFalse(agent.running)
+
+    def test_remote_management_disabled(self) -> None:
+        """
+        With C{remote_management: false}, C{stop} and C{restart} are
+        refused with C{TK_REMOTE_MANAGEMENT_DISABLED} and the agent runs on.
+        """
+        edge_session, agent = self.connect(remote_management=False)
+
+        stopping = edge_session.stop()
+        restarting = edge_session.restart()
+        self.endpoint.flush()
+
+        for answer in (stopping, restarting):
+            error = self.failureResultOf(answer, RemoteError).value
+            self.assertEqual(error.code, "TK_REMOTE_MANAGEMENT_DISABLED")
+        self.assertTrue(agent.running)
+
+
 class BindRequestTests(SynchronousTestCase):
     """
     L{Tunnel.bind_request}: what the agent asks the edge for.

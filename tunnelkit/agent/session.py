@@ -140,7 +140,7 @@ class AgentSession:
         if tunnel is not None:
             tunnel.public_url = None
         _log.error(
-            "the edge stopped tunnel {name}: {message} ({code})",
+            "the edge stopped tunnel {name}: {message}",
             name=request.id,
             message=request.message,
             code=request.error_code,
