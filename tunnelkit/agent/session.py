@@ -140,9 +140,9 @@ class AgentSession:
         if tunnel is not None:
             tunnel.public_url = None
         _log.error(
-            "the edge stopped tunnel {name}: {message}",
+            "the edge stopped tunnel {name}: {reason}",
             name=request.id,
-            message=request.message,
+            reason=request.message,
             code=request.error_code,
             obj="tunnels",
         )

@@ -442,10 +442,10 @@ class RpcServerProtocol(Protocol):
         Answer bad input from the peer with an error reply and close.
         """
         _log.warn(
-            "refused a stream from {peer}: {code}: {message}",
+            "refused a stream from {peer}: {code}: {reason}",
             peer=self._peer(),
             code=error.code,
-            message=error.message,
+            reason=error.message,
         )
         self._stop_timer()
         self._phase = _Phase.FINISHED
