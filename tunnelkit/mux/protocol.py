@@ -107,8 +107,10 @@ class StreamTransport:
         self._mux = mux
         self.stream_id = stream_id
         self.protocol: IProtocol | None = None
-        self._pending: deque[bytes] = deque()
-        self._inbound: deque[bytes] = deque()
+        # Created only when bytes have to wait: most streams never need them,
+        # and two empty deques would be most of an idle stream's memory.
+        self._pending: deque[bytes] | None = None
+        self._inbound: deque[bytes] | None = None
         self._reading_paused = False
         self._producer: Any = None
         self._producer_paused = False
@@ -130,16 +132,20 @@ class StreamTransport:
             return
         mux = self._mux
         if self._pending or mux.writing_paused:
-            self._pending.append(data)
-            self._pause_producer()
+            self._hold(data)
             return
         sent = mux.session.send_data(self.stream_id, data)
         if sent < len(data):
-            self._pending.append(data[sent:])
-            self._pause_producer()
+            self._hold(data[sent:])
         elif self._pull:
             self._resume_producer()
         mux.flush()
+
+    def _hold(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(data)
+        self._pause_producer()
 
     def writeSequence(self, data: Any) -> None:
         """
@@ -224,8 +230,9 @@ class StreamTransport:
         """
         self._reading_paused = False
         mux = self._mux
-        while self._inbound and not self._reading_paused and not self._gone:
-            data = self._inbound.popleft()
+        inbound = self._inbound
+        while inbound and not self._reading_paused and not self._gone:
+            data = inbound.popleft()
             mux.session.consume(self.stream_id, len(data))
             self._deliver(data)
         if not self._inbound and self._remote_ended:
@@ -246,6 +253,8 @@ class StreamTransport:
 
     def _data_received(self, data: bytes) -> None:
         if self._reading_paused or self._inbound:
+            if self._inbound is None:
+                self._inbound = deque()
             self._inbound.append(data)
             return
         self._mux.session.consume(self.stream_id, len(data))
@@ -338,8 +347,8 @@ class StreamTransport:
         if self._gone:
             return
         self._gone = True
-        self._pending.clear()
-        self._inbound.clear()
+        self._pending = None
+        self._inbound = None
         if self._pull_call is not None and self._pull_call.active():
             self._pull_call.cancel()
         self._mux._forget_stream(self.stream_id)

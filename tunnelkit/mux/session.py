@@ -36,6 +36,17 @@ from tunnelkit.mux.frames import (
     encode_header,
 )
 
+# Plain ints for the per-frame paths: arithmetic on IntFlag and IntEnum
+# members costs several times more than on ints.
+_DATA = int(FrameType.DATA)
+_WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
+_PING = int(FrameType.PING)
+_GO_AWAY = int(FrameType.GO_AWAY)
+_SYN = int(Flag.SYN)
+_ACK = int(Flag.ACK)
+_FIN = int(Flag.FIN)
+_RST = int(Flag.RST)
+
 
 @dataclass(frozen=True)
 class MuxConfig:
@@ -377,14 +388,14 @@ class MuxSession:
     ) -> None:
         if version != PROTOCOL_VERSION:
             self._violation(f"unknown protocol version {version}")
-        if frame_type == FrameType.DATA or frame_type == FrameType.WINDOW_UPDATE:
+        if frame_type == _DATA or frame_type == _WINDOW_UPDATE:
             self._handle_stream_frame(frame_type, flags, stream_id, length)
-        elif frame_type == FrameType.PING:
-            if flags & Flag.SYN:
-                self._output.append(encode_header(FrameType.PING, Flag.ACK, 0, length))
-            elif flags & Flag.ACK:
+        elif frame_type == _PING:
+            if flags & _SYN:
+                self._output.append(encode_header(_PING, _ACK, 0, length))
+            elif flags & _ACK:
                 self._events.append(PongReceived(length))
-        elif frame_type == FrameType.GO_AWAY:
+        elif frame_type == _GO_AWAY:
             self.remote_go_away = True
             self._events.append(GoAwayReceived(length))
         else:
@@ -396,7 +407,7 @@ class MuxSession:
         if stream_id == 0:
             self._violation("a Data or Window Update frame for stream 0")
         stream = self._streams.get(stream_id)
-        if flags & Flag.SYN:
+        if flags & _SYN:
             if stream is not None or not self._is_new_remote_id(stream_id):
                 self._violation(f"SYN reuses stream id {stream_id}")
             stream = self._open_remote(stream_id)
@@ -405,13 +416,13 @@ class MuxSession:
             return
 
         if stream is not None and stream.local and not stream.acked:
-            if not flags & Flag.RST:
+            if not flags & _RST:
                 # Any answer but RST accepts the stream: some implementations
                 # skip the ACK when our FIN arrived before they accepted.
                 stream.acked = True
                 self._events.append(StreamAccepted(stream_id))
 
-        if frame_type == FrameType.WINDOW_UPDATE:
+        if frame_type == _WINDOW_UPDATE:
             if stream is not None and length:
                 window = stream.send_window + length
                 if window > MAX_UINT32:
@@ -448,12 +459,12 @@ class MuxSession:
     def _apply_close_flags(self, stream: _Stream | None, flags: int) -> None:
         if stream is None:
             return
-        if flags & Flag.RST:
+        if flags & _RST:
             self._forget(stream)
             self._events.append(
                 StreamReset(stream.stream_id, refused=stream.local and not stream.acked)
             )
-        elif flags & Flag.FIN and not stream.remote_fin:
+        elif flags & _FIN and not stream.remote_fin:
             stream.remote_fin = True
             closed = stream.local_fin
             if closed:
@@ -473,9 +484,7 @@ class MuxSession:
             or self._unaccepted >= self.config.accept_backlog
             or len(self._streams) >= self.config.max_streams
         ):
-            self._output.append(
-                encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0)
-            )
+            self._output.append(encode_header(_WINDOW_UPDATE, _RST, stream_id, 0))
             return None
         stream = _Stream(stream_id, local=False, recv_window=INITIAL_STREAM_WINDOW)
         self._streams[stream_id] = stream
@@ -494,15 +503,13 @@ class MuxSession:
     def _frame_for_missing_stream(
         self, frame_type: int, flags: int, stream_id: int, length: int
     ) -> None:
-        if frame_type == FrameType.DATA:
+        if frame_type == _DATA:
             self._payload_stream = None
             self._payload_flags = 0
             self._payload_remaining = length
-        if self._was_ever_used(stream_id) or flags & Flag.RST:
+        if self._was_ever_used(stream_id) or flags & _RST:
             return
-        self._output.append(
-            encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0)
-        )
+        self._output.append(encode_header(_WINDOW_UPDATE, _RST, stream_id, 0))
         self._events.append(
             BadStreamFrame(stream_id, "frame for a stream never opened")
         )
@@ -547,7 +554,7 @@ class MuxSession:
         self._next_local_id += 2
         stream = _Stream(stream_id, local=True, recv_window=INITIAL_STREAM_WINDOW)
         self._streams[stream_id] = stream
-        self._grant(stream, Flag.SYN)
+        self._grant(stream, _SYN)
         return stream_id
 
     def accept_stream(self, stream_id: int) -> None:
@@ -561,13 +568,13 @@ class MuxSession:
             return
         stream.acked = True
         self._unaccepted -= 1
-        self._grant(stream, Flag.ACK)
+        self._grant(stream, _ACK)
 
-    def _grant(self, stream: _Stream, flags: Flag) -> None:
+    def _grant(self, stream: _Stream, flags: int) -> None:
         extra = self.config.max_stream_window - INITIAL_STREAM_WINDOW
         stream.recv_window += extra
         self._output.append(
-            encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, extra)
+            encode_header(_WINDOW_UPDATE, flags, stream.stream_id, extra)
         )
 
     def send_window(self, stream_id: int) -> int:
@@ -596,12 +603,12 @@ class MuxSession:
         limit = self.config.max_frame_payload
         output = self._output
         if total <= limit:
-            output.append(encode_header(FrameType.DATA, 0, stream_id, total))
+            output.append(encode_header(_DATA, 0, stream_id, total))
             output.append(data if total == len(data) else data[:total])
         else:
             for offset in range(0, total, limit):
                 chunk = data[offset : min(offset + limit, total)]
-                output.append(encode_header(FrameType.DATA, 0, stream_id, len(chunk)))
+                output.append(encode_header(_DATA, 0, stream_id, len(chunk)))
                 output.append(chunk)
         stream.send_window -= total
         return total
@@ -619,9 +626,7 @@ class MuxSession:
         delta = maximum - stream.unconsumed - stream.recv_window
         if delta >= maximum // 2 and not stream.remote_fin:
             stream.recv_window += delta
-            self._output.append(
-                encode_header(FrameType.WINDOW_UPDATE, 0, stream_id, delta)
-            )
+            self._output.append(encode_header(_WINDOW_UPDATE, 0, stream_id, delta))
 
     def close_stream(self, stream_id: int) -> bool:
         """
@@ -636,9 +641,7 @@ class MuxSession:
         stream.local_fin = True
         if not stream.local and not stream.acked:
             self.accept_stream(stream_id)
-        self._output.append(
-            encode_header(FrameType.WINDOW_UPDATE, Flag.FIN, stream_id, 0)
-        )
+        self._output.append(encode_header(_WINDOW_UPDATE, _FIN, stream_id, 0))
         if stream.remote_fin:
             self._forget(stream)
             return True
@@ -654,9 +657,7 @@ class MuxSession:
 
     def _reset(self, stream: _Stream, refused: bool, notify: bool) -> None:
         self._forget(stream)
-        self._output.append(
-            encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0)
-        )
+        self._output.append(encode_header(_WINDOW_UPDATE, _RST, stream.stream_id, 0))
         if notify:
             self._events.append(StreamReset(stream.stream_id, refused))
 
@@ -675,7 +676,7 @@ class MuxSession:
         """
         opaque = self._next_ping
         self._next_ping = opaque % MAX_UINT32 + 1
-        self._output.append(encode_header(FrameType.PING, Flag.SYN, 0, opaque))
+        self._output.append(encode_header(_PING, _SYN, 0, opaque))
         return opaque
 
     def go_away(self, code: GoAwayCode = GoAwayCode.NORMAL) -> None:
@@ -684,7 +685,7 @@ class MuxSession:
         """
         if not self.local_go_away:
             self.local_go_away = True
-            self._output.append(encode_header(FrameType.GO_AWAY, 0, 0, code))
+            self._output.append(encode_header(_GO_AWAY, 0, 0, code))
 
     def terminate(self, code: GoAwayCode, reason: str) -> None:
         """
@@ -694,7 +695,7 @@ class MuxSession:
         if self.terminated:
             return
         self.local_go_away = True
-        self._output.append(encode_header(FrameType.GO_AWAY, 0, 0, code))
+        self._output.append(encode_header(_GO_AWAY, 0, 0, code))
         self.terminated = True
         for stream in list(self._streams.values()):
             self._forget(stream)
