@@ -55,8 +55,8 @@ class SpliceEnd(Protocol):
         if other.lost:
             return
         if other.read_closed:
-            self.transport.loseConnection()
             other.transport.loseConnection()
+            self.transport.loseConnection()
             return
         lose_write = getattr(other.transport, "loseWriteConnection", None)
         if lose_write is not None:

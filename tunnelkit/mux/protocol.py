@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux.frames import GoAwayCode
 from tunnelkit.mux.session import (
@@ -241,9 +242,10 @@ class StreamTransport:
 
     def stopProducing(self) -> None:
         """
-        The protocol wants no more data: reset the stream.
+        Whatever consumed this stream's data is gone: close the stream after
+        pending writes, as a TCP transport does.
         """
-        self.abortConnection()
+        self.loseConnection()
 
     # Driven by MuxProtocol
 
@@ -458,7 +460,7 @@ class MuxProtocol(Protocol):
         if self.session.has_partial_frame() and not self.session.terminated:
             _log.warn(
                 "connection from {peer} closed in the middle of a frame",
-                peer=self.peer,
+                peer=format_address(self.peer),
             )
         self._cancel_keepalive()
         lost = Failure(ConnectionLost(f"tunnel session closed: {reason.value}"))
@@ -556,7 +558,7 @@ class MuxProtocol(Protocol):
         _log.warn(
             "stream {stream_id} to {peer} not accepted within {timeout}s; resetting",
             stream_id=stream_id,
-            peer=self.peer,
+            peer=format_address(self.peer),
             timeout=self.config.stream_open_timeout,
         )
         self._fail_open(
@@ -639,7 +641,7 @@ class MuxProtocol(Protocol):
             return
         _log.warn(
             "{peer} ended the session with Go Away code {code}",
-            peer=self.peer,
+            peer=format_address(self.peer),
             code=event.code,
         )
         self._lose_connection()
@@ -647,7 +649,7 @@ class MuxProtocol(Protocol):
     def _on_terminated(self, event: SessionTerminated) -> None:
         _log.warn(
             "protocol error from {peer}: {reason}; sending Go Away {code}",
-            peer=self.peer,
+            peer=format_address(self.peer),
             reason=event.reason,
             code=int(event.code),
         )
@@ -658,7 +660,7 @@ class MuxProtocol(Protocol):
         _log.warn(
             "{reason} from {peer} (stream {stream_id}); answered with RST",
             reason=event.reason,
-            peer=self.peer,
+            peer=format_address(self.peer),
             stream_id=event.stream_id,
         )
 
@@ -710,7 +712,7 @@ class MuxProtocol(Protocol):
         self._keepalive_timeout_call = None
         _log.warn(
             "no keepalive answer from {peer} within {timeout}s; closing the session",
-            peer=self.peer,
+            peer=format_address(self.peer),
             timeout=self.config.keepalive_timeout,
         )
         if self.transport is not None:
