@@ -137,13 +137,6 @@ class TcpTrafficTests(TestCase):
 
         self.assertEqual((received, reason.type), (b"received 7", ConnectionDone))
 
-    test_half_close.todo = (  # type: ignore[attr-defined]
-        "the agent resets the stream when the local service closes after a"
-        " half-close (tunnelkit/splice.py readConnectionLost closes the TCP"
-        " side first, whose producer StreamTransport.stopProducing sends RST),"
-        " so the client gets a reset and loses the answer"
-    )
-
     @inlineCallbacks
     def test_ssh_session(self) -> Steps[None]:
         """
@@ -354,19 +347,16 @@ class EdgeLogTests(TestCase):
 
         event = yield edge.program.wait_for_event(where=session_started)
 
-        self.assertIn("token=alice ", event["msg"])
-
-    test_session_names_its_authtoken.todo = (  # type: ignore[attr-defined]
-        "tunnelkit/edge/session.py logs the grant's name in a field called"
-        " 'token', which tunnelkit/logs.py redacts to 'alic…'"
-    )
+        self.assertEqual(event["token_name"], "alice")
+        self.assertIn("with the authtoken named alice", event["msg"])
 
 
 def session_started(event: dict[str, Any]) -> bool:
     """
     @return: whether C{event} is the edge's C{agent session started} line.
     """
-    return str(event.get("msg", "")).startswith("agent session started")
+    message = str(event.get("msg", ""))
+    return message.startswith("agent session ") and " started from " in message
 
 
 class ShutdownTests(TestCase):

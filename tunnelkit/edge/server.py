@@ -8,23 +8,26 @@ import secrets
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from tunnelkit.config import AuthtokenGrant, EdgeConfig
 from tunnelkit.control.messages import Bind, TcpOpts
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.session import EdgeSession
-from tunnelkit.edge.tcp import TcpBinding, format_address
+from tunnelkit.addresses import format_address
+from tunnelkit.edge.tcp import TcpBinding
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
+from tunnelkit.runtime import stop_reactor
 
 _log = Logger()
 
@@ -82,20 +85,24 @@ class EdgeServer(Service):
         self.ca_path: FilePath | None = None
         self.tokens: AffinityTokens | None = None
         self._grace_timer: IDelayedCall | None = None
-        self._started: Deferred | None = None
+        self.start_failed: Deferred = Deferred()
 
     # Service life
 
     def startService(self) -> None:
+        """
+        Start as a service: a failure to start is logged, fires
+        C{start_failed} and stops the reactor, so the process ends.
+        """
         super().startService()
-        self._started = self.start()
-        self._started.addErrback(self._failed_to_start)
+        maybeDeferred(self.start).addErrback(self._failed_to_start)
 
-    def _failed_to_start(self, failure: Any) -> None:
-        _log.failure("the edge could not start", failure)
-        stop = getattr(self.reactor, "stop", None)
-        if stop is not None and self.reactor.running:
-            stop()
+    def _failed_to_start(self, failure: Failure) -> None:
+        _log.critical(
+            "the edge could not start: {error}", error=failure.getErrorMessage()
+        )
+        self.start_failed.callback(failure.value)
+        self.reactor.callWhenRunning(stop_reactor, self.reactor)
 
     def start(self) -> Deferred:
         """

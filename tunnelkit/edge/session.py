@@ -28,7 +28,8 @@ from tunnelkit.control.messages import (
 from tunnelkit.control.rpc import RpcDispatch, RpcServerProtocol, call
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
-from tunnelkit.edge.tcp import TcpBinding, format_address
+from tunnelkit.addresses import format_address
+from tunnelkit.edge.tcp import TcpBinding
 
 if TYPE_CHECKING:
     from tunnelkit.edge.server import EdgeServer
@@ -120,11 +121,14 @@ class EdgeSession:
         grant = self.server.check_authtoken(request.authtoken)
         if grant is None:
             prefix = request.authtoken[:4]
-            _log.warn(
-                "authentication failed for agent at {peer} (token {prefix}…)",
-                peer=self.peer,
-                prefix=prefix,
-            )
+            if request.authtoken:
+                _log.warn(
+                    "authentication failed for agent at {peer} (token {prefix}…)",
+                    peer=self.peer,
+                    prefix=prefix,
+                )
+            else:
+                _log.warn("agent at {peer} sent no authtoken; refused", peer=self.peer)
             if not request.authtoken:
                 raise TunnelkitError(
                     "TK_AUTH_MISSING",
@@ -145,11 +149,11 @@ class EdgeSession:
         session_id, resumed = self.server.session_started(self, request.session_id)
         self.session_id = session_id
         _log.info(
-            "agent session started id={session_id} peer={peer} token={token}"
-            " version={version} os={os} resumed={resumed}",
+            "agent session {session_id} started from {peer} with the authtoken"
+            " named {token_name}",
             session_id=session_id,
             peer=self.peer,
-            token=grant.name,
+            token_name=grant.name,
             version=request.agent_version,
             os=request.os,
             resumed=resumed,

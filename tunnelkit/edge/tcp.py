@@ -13,25 +13,13 @@ from twisted.python.failure import Failure
 
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.addresses import format_address
 from tunnelkit.splice import SpliceEnd, splice
 
 if TYPE_CHECKING:
     from tunnelkit.edge.session import EdgeSession
 
 _log = Logger()
-
-
-def format_address(address: Any) -> str:
-    """
-    @return: C{host:port} for an IPv4 or IPv6 address, C{str()} otherwise.
-    """
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None or port is None:
-        return str(address)
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 class TcpBinding:
