@@ -104,13 +104,6 @@ class RefusalTests(TestCase):
         self.assertEqual(len(error_lines), 1, errors)
         self.assertNotIn("Unhandled error", errors)
 
-    test_refusal_reported_once.todo = (  # type: ignore[attr-defined]
-        "tunnelkit/cli.py _run_agent writes the error from both app.ready's"
-        " errback and on_stopped, and both stop the reactor: the second"
-        " reactor.stop() raises ReactorNotRunning, logged at crit as an"
-        " unhandled error in a Deferred"
-    )
-
     @inlineCallbacks
     def test_missing_authtoken(self) -> Steps[None]:
         """
@@ -248,12 +241,6 @@ class FailureReportTests(TestCase):
         code = yield edge.wait_for_exit(5.0)
 
         self.assertNotIn(code, (0, None), edge.describe())
-
-    test_twistd_edge_cannot_listen.todo = (  # type: ignore[attr-defined]
-        "tunnelkit/edge/server.py _failed_to_start only stops the reactor when"
-        " reactor.running, which is still false while twistd starts services,"
-        " so the edge logs the failure and keeps running"
-    )
 
     @inlineCallbacks
     def test_untrusted_edge_certificate(self) -> Steps[None]:

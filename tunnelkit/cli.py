@@ -228,7 +228,7 @@ def _run_agent(
     status = {"code": 0}
 
     def stopped(outcome: Any) -> None:
-        if isinstance(outcome, TunnelkitError):
+        if isinstance(outcome, TunnelkitError) and not status["code"]:
             stderr.write(f"ERROR: {outcome}\n")
             status["code"] = 1
         stop_reactor(reactor)
@@ -241,8 +241,9 @@ def _run_agent(
         write_summary(stdout, app)
 
     def failed(failure: Failure) -> None:
-        stderr.write(f"ERROR: {failure.value}\n")
-        status["code"] = 1
+        if not status["code"]:
+            stderr.write(f"ERROR: {failure.value}\n")
+            status["code"] = 1
         stop_reactor(reactor)
 
     app.ready.addCallbacks(ready, failed)

@@ -17,6 +17,7 @@ from twisted.logger import (
     globalLogBeginner,
     globalLogPublisher,
 )
+from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 from zope.interface import implementer
 
@@ -109,7 +110,9 @@ def exit_after_shutdown(code: int) -> None:
 
 def stop_reactor(reactor: Any) -> None:
     """
-    Stop the reactor if it is running.
+    Stop the reactor if it is running and not already stopping.
     """
-    if reactor.running:
+    try:
         reactor.stop()
+    except ReactorNotRunning:
+        pass

@@ -5,7 +5,7 @@ C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
 from tunnelkit.config import ConfigError, load_edge_config
 from tunnelkit.edge.server import EdgeServer
 from tunnelkit.options import EdgeOptions
-from tunnelkit.runtime import add_twistd_logs
+from tunnelkit.runtime import add_twistd_logs, exit_after_shutdown
 
 Options = EdgeOptions
 
@@ -23,4 +23,6 @@ def makeService(options: EdgeOptions) -> EdgeServer:
     except ConfigError as error:
         raise SystemExit(f"ERROR: {error}")
     add_twistd_logs(options, config.log, config.log_format, config.log_level)
-    return EdgeServer(config, reactor)
+    server = EdgeServer(config, reactor)
+    server.start_failed.addCallback(lambda _: exit_after_shutdown(1))
+    return server
