@@ -611,7 +611,9 @@ class InteropScenarios:
         await self._drive_from_us(
             ["-window", str(GO_BIG_WINDOW)],
             [LARGE_STREAM_SIZE],
-            config=MuxConfig(max_stream_window=OUR_BIG_WINDOW),
+            config=MuxConfig(
+                stream_window=OUR_BIG_WINDOW, max_stream_window=OUR_BIG_WINDOW
+            ),
             chunk=CHUNK,
         )
 
@@ -623,7 +625,9 @@ class InteropScenarios:
         """
         await self._drive_from_go(
             ["-size", str(LARGE_STREAM_SIZE), "-window", str(GO_BIG_WINDOW)],
-            config=MuxConfig(max_stream_window=OUR_BIG_WINDOW),
+            config=MuxConfig(
+                stream_window=OUR_BIG_WINDOW, max_stream_window=OUR_BIG_WINDOW
+            ),
         )
 
     # Opening

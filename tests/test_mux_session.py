@@ -167,7 +167,9 @@ class StreamOpenTests(SynchronousTestCase):
         in the SYN's Window Update, and the peer may then send that much.
         """
         big = INITIAL_STREAM_WINDOW * 4
-        client, server = pair(client_config=MuxConfig(max_stream_window=big))
+        client, server = pair(
+            client_config=MuxConfig(stream_window=big, max_stream_window=big)
+        )
         client.open_stream()
         pump(client, server)
         server.accept_stream(1)
@@ -264,7 +266,7 @@ class DataTests(SynchronousTestCase):
         The receiver returns window once the application has consumed half
         of it, and the sender's window grows by that much.
         """
-        client, server = self.open()
+        client, server = self.open(max_stream_window=INITIAL_STREAM_WINDOW)
         half = INITIAL_STREAM_WINDOW // 2
         client.send_data(1, b"z" * half)
         pump(client, server)
@@ -276,6 +278,39 @@ class DataTests(SynchronousTestCase):
 
         self.assertEqual(kinds(events), [SendWindowOpened])
         self.assertEqual(client.send_window(1), INITIAL_STREAM_WINDOW)
+
+    def test_window_grows_while_reader_keeps_up(self) -> None:
+        """
+        Each Window Update sent while nothing waits unread doubles the
+        stream's window, up to C{max_stream_window}.
+        """
+        client, server = self.open(max_stream_window=INITIAL_STREAM_WINDOW * 4)
+        windows = []
+
+        for _ in range(4):
+            taken = client.send_data(1, b"g" * client.send_window(1))
+            pump(client, server)
+            server.consume(1, taken)
+            pump(server, client)
+            windows.append(client.send_window(1))
+
+        self.assertEqual(
+            windows, [INITIAL_STREAM_WINDOW * 2] + [INITIAL_STREAM_WINDOW * 4] * 3
+        )
+
+    def test_window_does_not_grow_with_unread_data(self) -> None:
+        """
+        A Window Update sent while data still waits unread returns what was
+        read and does not grow the window.
+        """
+        client, server = self.open(max_stream_window=INITIAL_STREAM_WINDOW * 4)
+        client.send_data(1, b"u" * INITIAL_STREAM_WINDOW)
+        pump(client, server)
+
+        server.consume(1, INITIAL_STREAM_WINDOW // 2)
+        pump(server, client)
+
+        self.assertEqual(client.send_window(1), INITIAL_STREAM_WINDOW // 2)
 
     def test_unconsumed_data_holds_the_window(self) -> None:
         """
@@ -633,6 +668,6 @@ class SessionControlTests(SynchronousTestCase):
         """
         A window below the spec's 256 KiB is a configuration error.
         """
-        error = self.assertRaises(TunnelkitError, MuxConfig, max_stream_window=1024)
+        error = self.assertRaises(TunnelkitError, MuxConfig, stream_window=1024)
 
         self.assertEqual(error.code, "TK_MUX_CONFIG")

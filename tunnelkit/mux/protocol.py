@@ -450,8 +450,16 @@ class MuxProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         dispatch = self._dispatch
+        streams = self.streams
         for event in self.session.receive_data(data):
-            dispatch[type(event)](event)
+            # Stream data is nearly every event: handled here, without the
+            # dispatch table's extra call.
+            if type(event) is StreamData:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._data_received(event.data)
+            else:
+                dispatch[type(event)](event)
         self.flush()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:

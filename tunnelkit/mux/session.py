@@ -63,9 +63,14 @@ class MuxConfig:
         stream we opened is reset.
     @ivar max_frame_payload: the largest Data payload this side sends in
         one frame; larger writes are split.
-    @ivar max_stream_window: the receive window this side grants each
-        stream. At least 256 KiB; anything above is advertised with the
-        SYN or ACK.
+    @ivar stream_window: the receive window this side grants a stream when
+        it opens. At least 256 KiB, the spec's initial window; anything
+        above is advertised with the SYN or ACK.
+    @ivar max_stream_window: how far a stream's receive window grows while
+        its reader keeps up: each Window Update sent while nothing waits
+        unread doubles it, up to this. A fast stream is then not held back
+        by round trips, while a stream whose reader is paused holds at most
+        its current window in memory.
     @ivar keepalive_interval: seconds between keepalive pings, or 0 to
         send none.
     @ivar keepalive_timeout: seconds a ping may go unanswered before the
@@ -76,16 +81,23 @@ class MuxConfig:
     max_streams: int = 8192
     stream_open_timeout: float = 30.0
     max_frame_payload: int = 64 * 1024
-    max_stream_window: int = INITIAL_STREAM_WINDOW
+    stream_window: int = INITIAL_STREAM_WINDOW
+    max_stream_window: int = 4 * 1024 * 1024
     keepalive_interval: float = 10.0
     keepalive_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_stream_window < INITIAL_STREAM_WINDOW:
+        if self.stream_window < INITIAL_STREAM_WINDOW:
             raise TunnelkitError(
                 "TK_MUX_CONFIG",
-                f"max_stream_window must be at least {INITIAL_STREAM_WINDOW} bytes,"
-                f" the initial window of the yamux spec; got {self.max_stream_window}.",
+                f"stream_window must be at least {INITIAL_STREAM_WINDOW} bytes,"
+                f" the initial window of the yamux spec; got {self.stream_window}.",
+            )
+        if self.max_stream_window < self.stream_window:
+            raise TunnelkitError(
+                "TK_MUX_CONFIG",
+                "max_stream_window must be at least stream_window; got"
+                f" {self.max_stream_window} < {self.stream_window}.",
             )
         if self.max_stream_window > MAX_UINT32:
             raise TunnelkitError(
@@ -248,6 +260,7 @@ class _Stream:
         Window Update.
     @ivar unconsumed: bytes received that the application has not yet
         taken (see L{MuxSession.consume}).
+    @ivar window: the receive window this side currently grants the stream.
     """
 
     __slots__ = (
@@ -259,6 +272,7 @@ class _Stream:
         "send_window",
         "recv_window",
         "unconsumed",
+        "window",
     )
 
     def __init__(self, stream_id: int, local: bool, recv_window: int) -> None:
@@ -270,6 +284,7 @@ class _Stream:
         self.send_window = INITIAL_STREAM_WINDOW
         self.recv_window = recv_window
         self.unconsumed = 0
+        self.window = recv_window
 
 
 class _ProtocolViolation(Exception):
@@ -571,8 +586,9 @@ class MuxSession:
         self._grant(stream, _ACK)
 
     def _grant(self, stream: _Stream, flags: int) -> None:
-        extra = self.config.max_stream_window - INITIAL_STREAM_WINDOW
+        extra = self.config.stream_window - INITIAL_STREAM_WINDOW
         stream.recv_window += extra
+        stream.window += extra
         self._output.append(
             encode_header(_WINDOW_UPDATE, flags, stream.stream_id, extra)
         )
@@ -622,11 +638,15 @@ class MuxSession:
         if stream is None:
             return
         stream.unconsumed -= count
-        maximum = self.config.max_stream_window
-        delta = maximum - stream.unconsumed - stream.recv_window
-        if delta >= maximum // 2 and not stream.remote_fin:
-            stream.recv_window += delta
-            self._output.append(encode_header(_WINDOW_UPDATE, 0, stream_id, delta))
+        window = stream.window
+        delta = window - stream.unconsumed - stream.recv_window
+        if delta < window // 2 or stream.remote_fin:
+            return
+        if not stream.unconsumed and window < self.config.max_stream_window:
+            window = stream.window = min(window * 2, self.config.max_stream_window)
+            delta = window - stream.recv_window
+        stream.recv_window += delta
+        self._output.append(encode_header(_WINDOW_UPDATE, 0, stream_id, delta))
 
     def close_stream(self, stream_id: int) -> bool:
         """
