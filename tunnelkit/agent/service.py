@@ -218,7 +218,8 @@ class AgentService(Service):
         assert auth is not None
         self._attempts = 0
         self.session_id = auth.session_id
-        _log.info("tunnel session started", obj="tunnels.session", id=auth.session_id)
+        _log.info("client session established", obj="csess", id=auth.session_id)
+        _log.info("tunnel session started", obj="tunnels.session")
         session.mux.when_closed().addCallback(self._session_closed, session)
         failures = []
         for tunnel, error in results:
