@@ -8,8 +8,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IAddress, IProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from tunnelkit import __version__
@@ -25,7 +25,7 @@ from tunnelkit.control.messages import (
     StopTunnel,
     StopTunnelResp,
 )
-from tunnelkit.control.rpc import RpcDispatch, RpcServerProtocol, call
+from tunnelkit.control.rpc import RpcDispatch, RpcServerFactory, call
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig, MuxProtocol
 
@@ -36,20 +36,6 @@ _log = Logger()
 
 RPC_TIMEOUT = 15.0
 """Seconds the agent waits for the edge to answer one request."""
-
-
-class _StreamFactory(Factory):
-    """
-    Builds an RPC server for each stream the edge opens.
-    """
-
-    noisy = False
-
-    def __init__(self, session: "AgentSession") -> None:
-        self.session = session
-
-    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:
-        return RpcServerProtocol(self.session.dispatch, self.session.reactor)
 
 
 class AgentSession:
@@ -67,7 +53,8 @@ class AgentSession:
         self.dispatch.register(StopTunnel, self._stop_tunnel)
         self.dispatch.register(Restart, self._restart)
         self.dispatch.register(Stop, self._stop)
-        self.mux = MuxProtocol(True, reactor, _StreamFactory(self), config)
+        streams = RpcServerFactory(self.dispatch, reactor)
+        self.mux = MuxProtocol(True, reactor, streams, config)
 
     def request(self, message: Any) -> Deferred:
         """

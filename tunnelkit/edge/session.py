@@ -6,8 +6,7 @@ requests, and the edge's own requests to the agent.
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from tunnelkit import __version__
@@ -25,7 +24,7 @@ from tunnelkit.control.messages import (
     Unbind,
     UnbindResp,
 )
-from tunnelkit.control.rpc import RpcDispatch, RpcServerProtocol, call
+from tunnelkit.control.rpc import RpcDispatch, RpcServerFactory, call
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
@@ -41,20 +40,6 @@ AUTH_TIMEOUT = 10.0
 
 RPC_TIMEOUT = 10.0
 """Seconds the edge waits for the agent to answer one of its requests."""
-
-
-class _StreamFactory(Factory):
-    """
-    Builds the protocol for each stream the agent opens: an RPC server.
-    """
-
-    noisy = False
-
-    def __init__(self, session: "EdgeSession") -> None:
-        self.session = session
-
-    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol:
-        return RpcServerProtocol(self.session.dispatch, self.session.clock)
 
 
 class EdgeSession:
@@ -79,7 +64,8 @@ class EdgeSession:
         self.dispatch.register(Unbind, self.unbind)
         self.dispatch.register(ServerInfo, self.server_info)
         config = server.mux_config()
-        self.mux = MuxProtocol(False, clock, _StreamFactory(self), config)
+        streams = RpcServerFactory(self.dispatch, clock)
+        self.mux = MuxProtocol(False, clock, streams, config)
         self.mux.when_closed().addCallback(self._closed)
         self._auth_timer: IDelayedCall | None = clock.callLater(
             AUTH_TIMEOUT, self._auth_timed_out
