@@ -357,6 +357,25 @@ def _needs_new_leaf(
     return bool(cert.not_valid_after_utc <= now + RENEW_BEFORE)
 
 
+def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
+    """
+    @return: the key usage of a CA (C{signs_certificates}) or of a server
+        certificate: digital signatures, plus certificate and CRL signing
+        for a CA.
+    """
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _key_identifier(key: ec.EllipticCurvePrivateKey) -> x509.SubjectKeyIdentifier:
     """
     @param key: a private key.
@@ -384,17 +403,7 @@ def _issue_ca(
             ),
         ]
     )
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage(signs_certificates=True)
     ski = _key_identifier(key)
     builder = (
         x509.CertificateBuilder()
@@ -437,17 +446,7 @@ def _issue_server(
     common_name = str(first.value)
     if len(common_name) > 64:
         common_name = "tunnelkit edge"
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage(signs_certificates=False)
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     not_after = min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc)
     builder = (
