@@ -17,6 +17,7 @@ from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -39,9 +40,9 @@ from tunnelkit.control.messages import (
 from tunnelkit.control.rpc import RemoteError, call
 from tunnelkit.edge.ports import AffinityTokens, PortHold
 from tunnelkit.edge.server import EdgeServer
-from tunnelkit.edge.session import AUTH_TIMEOUT, EdgeSession
+from tunnelkit.edge.session import AUTH_TIMEOUT, PRE_AUTH_STREAMS, EdgeSession
 from tunnelkit.errors import TunnelkitError
-from tunnelkit.mux import MuxConfig, MuxProtocol
+from tunnelkit.mux import MuxConfig, MuxProtocol, StreamRefused
 
 PUBLIC_HOST = "tunnels.example.com"
 ALICE_TOKEN = "alice-0123456789"
@@ -437,6 +438,18 @@ class AuthTimeoutTests(EdgeTestCase):
 
         self.assertTrue(transport.disconnecting)
 
+    def test_failed_auth_closes_connection(self) -> None:
+        """
+        After a refused C{auth} the connection is closed, so one connection
+        cannot try token after token.
+        """
+        session, transport = connect(self.edge)
+        self.refused(Auth(authtoken="wrong-secret-value"), session.auth)
+
+        self.reactor.advance(0)
+
+        self.assertTrue(transport.disconnecting)
+
     def test_auth_cancels_timeout(self) -> None:
         """
         An authenticated connection is not closed when the timeout would
@@ -573,6 +586,21 @@ class BindTests(EdgeTestCase):
 
         self.assertEqual(error.code, "TK_ADDR_IN_USE")
         self.assertIs(self.edge.tcp_bindings[5000].session, first)
+
+    def test_reserved_taken_over_after_restart(self) -> None:
+        """
+        An agent restarted with a new session takes over its authtoken's
+        reserved address from the earlier session in its grace period.
+        """
+        first, _, _ = self.authed()
+        first.bind(tcp_bind("ssh", remote_addr=ALICE_RESERVED))
+        disconnect(first)
+        second, _, _ = self.authed()
+
+        reply = second.bind(tcp_bind("ssh", remote_addr=ALICE_RESERVED))
+
+        self.assertEqual(reply.url, f"tcp://{ALICE_RESERVED}")
+        self.assertIs(self.edge.tcp_bindings[5000].session, second)
 
     def test_reserved_cannot_listen(self) -> None:
         """
@@ -1064,6 +1092,21 @@ class WireTests(SynchronousTestCase):
         self.pump.flush()
         [result] = results
         return result
+
+    def test_streams_before_auth_limited(self) -> None:
+        """
+        Before authenticating, a connection may open only a couple of
+        streams; the next is refused.
+        """
+        outcomes: list[Any] = []
+
+        for _ in range(PRE_AUTH_STREAMS + 1):
+            self.agent.open_stream(Protocol()).addBoth(outcomes.append)
+        self.pump.flush()
+
+        self.assertIsInstance(outcomes[-1], Failure)
+        self.assertIsInstance(outcomes[-1].value, StreamRefused)
+        self.assertFalse(any(isinstance(o, Failure) for o in outcomes[:-1]))
 
     def test_auth_and_bind(self) -> None:
         """

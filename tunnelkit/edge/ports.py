@@ -186,6 +186,8 @@ class AffinityTokens:
         port_text, _, mac = token.partition(".")
         if not (port_text.isascii() and port_text.isdigit()) or not mac:
             return None
+        if len(port_text) > 5:
+            return None
         port = int(port_text)
         expected = self._mac(session_id, binding_id, port)
         if not hmac.compare_digest(expected, mac):

@@ -8,7 +8,12 @@ import secrets
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    maybeDeferred,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
@@ -30,6 +35,9 @@ from tunnelkit.pki import ensure_edge_certificate, server_tls_options
 from tunnelkit.runtime import stop_reactor
 
 _log = Logger()
+
+STOP_TIMEOUT = 5.0
+"""Seconds a stopping edge waits for each agent to close its session."""
 
 MAX_BIND_ATTEMPTS = 64
 """Ports of the range tried before a bind fails with TK_PORT_RANGE_EXHAUSTED."""
@@ -85,6 +93,7 @@ class EdgeServer(Service):
         self.ca_path: FilePath | None = None
         self.tokens: AffinityTokens | None = None
         self._grace_timer: IDelayedCall | None = None
+        self._stopping = False
         self.start_failed: Deferred = Deferred()
 
     # Service life
@@ -142,20 +151,38 @@ class EdgeServer(Service):
         return port
 
     def stopService(self) -> Deferred:
+        """
+        Stop listening, close every agent session (dropping connections
+        that do not close within L{STOP_TIMEOUT}) and every public port.
+        """
         super().stopService()
+        self._stopping = True
         waiting = []
         if self.agent_port is not None:
             waiting.append(self.agent_port.stopListening())
             self.agent_port = None
+        if self._grace_timer is not None and self._grace_timer.active():
+            self._grace_timer.cancel()
+        self._grace_timer = None
         for session in list(self.connections):
-            session.mux.close()
-            waiting.append(session.mux.when_closed())
+            waiting.append(self._close_session(session))
         for binding in list(self.tcp_bindings.values()):
             waiting.append(self._stop_listening(binding))
         self.tcp_bindings.clear()
-        if self._grace_timer is not None and self._grace_timer.active():
-            self._grace_timer.cancel()
         return DeferredList([d for d in waiting if d is not None])
+
+    def _close_session(self, session: EdgeSession) -> Deferred:
+        mux = session.mux
+        closed = mux.when_closed()
+        mux.close()
+
+        def too_slow(failure: Failure) -> None:
+            failure.trap(TimeoutError)
+            if mux.transport is not None:
+                mux.transport.abortConnection()
+
+        closed.addTimeout(STOP_TIMEOUT, self.reactor)
+        return closed.addErrback(too_slow)
 
     # Sessions
 
@@ -187,6 +214,8 @@ class EdgeServer(Service):
         """
         assert session.grant is not None
         owner = session.grant.name
+        if len(requested) > 64 or not requested.isascii() or not requested.isalnum():
+            requested = ""
         if requested and self.session_owners.get(requested, owner) != owner:
             _log.warn(
                 "agent at {peer} asked to resume a session of another authtoken;"
@@ -229,6 +258,8 @@ class EdgeServer(Service):
         self._drop(session, session_id)
 
     def _drop(self, session: EdgeSession, session_id: str) -> None:
+        if self._stopping:
+            return
         for binding in session.bindings.values():
             binding.session = None
         session.bindings.clear()
@@ -315,6 +346,17 @@ class EdgeServer(Service):
                 str(reserved) == remote_addr
             ):
                 hold = self.ports.holder(reserved.port)
+                if (
+                    hold is not None
+                    and hold.session_id != session.session_id
+                    and hold.expires is not None
+                    and self.session_owners.get(hold.session_id) == grant.name
+                ):
+                    # The same authtoken's earlier session is gone and its
+                    # grace period runs: an agent restarted with a new
+                    # session takes its reserved address over.
+                    self.ports.release(reserved.port)
+                    hold = None
                 if hold is not None and hold.session_id != session.session_id:
                     raise TunnelkitError(
                         "TK_ADDR_IN_USE",

@@ -6,7 +6,8 @@ requests, and the edge's own requests to the agent.
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tunnelkit import __version__
@@ -24,7 +25,12 @@ from tunnelkit.control.messages import (
     Unbind,
     UnbindResp,
 )
-from tunnelkit.control.rpc import RpcDispatch, RpcServerFactory, call
+from tunnelkit.control.rpc import (
+    RpcDispatch,
+    RpcServerFactory,
+    RpcServerProtocol,
+    call,
+)
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
@@ -40,6 +46,39 @@ AUTH_TIMEOUT = 10.0
 
 RPC_TIMEOUT = 10.0
 """Seconds the edge waits for the agent to answer one of its requests."""
+
+PRE_AUTH_STREAMS = 2
+"""Streams a connection may open before it has authenticated; more are
+refused, so an unauthenticated peer cannot hold the edge's memory."""
+
+PRE_AUTH_MESSAGE_SIZE = 4096
+"""The largest control message read before authentication, in bytes."""
+
+
+class _StreamGate(Factory):
+    """
+    Builds the RPC server of each stream an agent opens; before the agent
+    has authenticated, it refuses all but the first few streams and reads
+    only small messages.
+    """
+
+    noisy = False
+
+    def __init__(self, session: "EdgeSession") -> None:
+        self.session = session
+        self.authenticated = RpcServerFactory(session.dispatch, session.clock)
+        self.unauthenticated = RpcServerFactory(
+            session.dispatch, session.clock, max_size=PRE_AUTH_MESSAGE_SIZE
+        )
+        self.before_auth = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> RpcServerProtocol | None:
+        if self.session.session_id is not None:
+            return self.authenticated.buildProtocol(addr)
+        self.before_auth += 1
+        if self.before_auth > PRE_AUTH_STREAMS:
+            return None
+        return self.unauthenticated.buildProtocol(addr)
 
 
 class EdgeSession:
@@ -64,8 +103,7 @@ class EdgeSession:
         self.dispatch.register(Unbind, self.unbind)
         self.dispatch.register(ServerInfo, self.server_info)
         config = server.mux_config()
-        streams = RpcServerFactory(self.dispatch, clock)
-        self.mux = MuxProtocol(False, clock, streams, config)
+        self.mux = MuxProtocol(False, clock, _StreamGate(self), config)
         self.mux.when_closed().addCallback(self._closed)
         self._auth_timer: IDelayedCall | None = clock.callLater(
             AUTH_TIMEOUT, self._auth_timed_out
@@ -85,7 +123,8 @@ class EdgeSession:
             peer=self.peer,
             timeout=AUTH_TIMEOUT,
         )
-        self.mux.close()
+        if self.mux.transport is not None:
+            self.mux.transport.abortConnection()
 
     def _require_auth(self) -> None:
         if self.session_id is None:
@@ -115,6 +154,9 @@ class EdgeSession:
                 )
             else:
                 _log.warn("agent at {peer} sent no authtoken; refused", peer=self.peer)
+            # The refusal is written first; then the connection closes, so
+            # one connection cannot try token after token.
+            self.clock.callLater(0, self.mux.close)
             if not request.authtoken:
                 raise TunnelkitError(
                     "TK_AUTH_MISSING",

@@ -4,6 +4,7 @@ C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
 
 from tunnelkit.config import ConfigError, load_edge_config
 from tunnelkit.edge.server import EdgeServer
+from tunnelkit.errors import TunnelkitError
 from tunnelkit.options import EdgeOptions
 from tunnelkit.runtime import add_twistd_logs, exit_after_shutdown
 
@@ -20,9 +21,9 @@ def makeService(options: EdgeOptions) -> EdgeServer:
 
     try:
         config = load_edge_config(options["config"])
-    except ConfigError as error:
+        add_twistd_logs(options, config.log, config.log_format, config.log_level)
+    except (ConfigError, TunnelkitError) as error:
         raise SystemExit(f"ERROR: {error}")
-    add_twistd_logs(options, config.log, config.log_format, config.log_level)
     server = EdgeServer(config, reactor)
     server.start_failed.addCallback(lambda _: exit_after_shutdown(1))
     return server
