@@ -373,8 +373,28 @@ class BackoffTests(AgentTestCase):
 
     def test_connection_resets_backoff(self) -> None:
         """
-        After a session is established, the first retry once it ends waits
-        the first delay again.
+        After a session that lasted C{STABLE_SESSION}, the first retry once
+        it ends waits the first delay again.
+        """
+        self.fake_sessions()
+        self.endpoint.refusing = True
+        agent = self.start()
+        self.gaps(4)
+        self.endpoint.refusing = False
+        self.next_call()
+        self.sessions[0].succeed("s1", [(agent.tunnels["ssh"], None)])
+        self.clock.advance(service.STABLE_SESSION)
+        lost_at = self.clock.seconds()
+
+        self.lose_connection()
+        self.next_call()
+
+        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 0.5)
+
+    def test_short_session_keeps_backoff(self) -> None:
+        """
+        A session the edge drops at once does not start the waits over: the
+        next retry waits longer than the last.
         """
         self.fake_sessions()
         self.endpoint.refusing = True
@@ -388,7 +408,7 @@ class BackoffTests(AgentTestCase):
         self.lose_connection()
         self.next_call()
 
-        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 0.5)
+        self.assertEqual(self.endpoint.attempts[-1] - lost_at, 8.0)
 
 
 class FatalTests(AgentTestCase):

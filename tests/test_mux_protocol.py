@@ -300,6 +300,33 @@ class StreamTransportTests(SynchronousTestCase):
         self.assertFalse(remote.lost.check(ConnectionDone))
         self.assertEqual(pair.server.streams, {})
 
+    def test_connect_exception_resets_only_its_stream(self) -> None:
+        """
+        A stream protocol raising in C{connectionMade} resets its stream;
+        the session goes on and later streams work.
+        """
+        pair = Pair()
+        broken = Recorder()
+
+        def explode() -> None:
+            raise ValueError("broken at connect")
+
+        broken.connectionMade = explode  # type: ignore[method-assign]
+        pair.accepted.clear()
+        original = pair.server.stream_factory.buildProtocol
+        pair.server.stream_factory.buildProtocol = lambda address: broken
+        failures: list[Failure] = []
+        pair.client.open_stream(Recorder()).addErrback(failures.append)
+        pair.pump.flush()
+        pair.server.stream_factory.buildProtocol = original
+        local, remote, _ = pair.open()
+        local.transport.write(b"after")
+        pair.pump.flush()
+
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(remote.data, b"after")
+        self.assertEqual(list(pair.server.streams), [local.transport.stream_id])
+
     def test_protocol_exception_resets_only_its_stream(self) -> None:
         """
         A stream protocol raising in C{dataReceived} resets its stream; the

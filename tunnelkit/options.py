@@ -60,7 +60,9 @@ class _FlagsAnywhere(usage.Options):
                 break
             if argument.startswith("-") and argument != "-":
                 flags.append(argument)
-                if argument in valued and index + 1 < len(options):
+                if argument in valued:
+                    if index + 1 == len(options):
+                        raise usage.UsageError(f"{argument} needs a value")
                     index += 1
                     flags.append(options[index])
             else:

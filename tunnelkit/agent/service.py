@@ -44,6 +44,10 @@ RECONNECT_MAX_DELAY = 30.0
 RECONNECT_JITTER = 0.5
 """Up to this many seconds are added at random to each wait."""
 
+STABLE_SESSION = 30.0
+"""Seconds a session must last for the reconnect wait to start over; an edge
+that drops sessions sooner is backed off from like one that refuses them."""
+
 STOP_TIMEOUT = 5.0
 """Seconds a stopping agent waits for the edge to close the session before
 it drops the connection."""
@@ -74,8 +78,8 @@ class AgentService(Service):
     that fails, or an established session drops, wait and connect again.
     The wait doubles from L{RECONNECT_INITIAL_DELAY} up to
     L{RECONNECT_MAX_DELAY}, plus up to half a second of jitter, and starts
-    over once a session is established. Errors in L{FATAL_CODES} stop the
-    agent instead.
+    over once a session has lasted L{STABLE_SESSION}. Errors in
+    L{FATAL_CODES} stop the agent instead.
 
     @ivar tunnels: the tunnels by name.
     @ivar session: the current connection's session, if any.
@@ -109,6 +113,7 @@ class AgentService(Service):
         self._rng = rng
         self._endpoint: Any = None
         self._attempts = 0
+        self._established_at = 0.0
         self._connecting: Deferred | None = None
         self._retry_call: Any = None
 
@@ -216,7 +221,7 @@ class AgentService(Service):
     def _established(self, results: list[Any], session: AgentSession) -> None:
         auth = session.auth
         assert auth is not None
-        self._attempts = 0
+        self._established_at = self.reactor.seconds()
         self.session_id = auth.session_id
         _log.info("client session established", obj="csess", id=auth.session_id)
         _log.info("tunnel session started", obj="tunnels.session")
@@ -278,6 +283,8 @@ class AgentService(Service):
         if not self.running or self.session is not session:
             return
         self.session = None
+        if self.reactor.seconds() - self._established_at >= STABLE_SESSION:
+            self._attempts = 0
         _log.warn(
             "session closed, starting reconnect loop",
             obj="csess",

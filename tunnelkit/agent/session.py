@@ -25,7 +25,7 @@ from tunnelkit.control.messages import (
     StopTunnel,
     StopTunnelResp,
 )
-from tunnelkit.control.rpc import RpcDispatch, RpcServerFactory, call
+from tunnelkit.control.rpc import RemoteError, RpcDispatch, RpcServerFactory, call
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig, MuxProtocol
 
@@ -96,13 +96,20 @@ class AgentSession:
         """
         Bind one tunnel; record its URL.
 
-        @return: C{None} on success, else the edge's error.
+        @return: C{None} on success, else the error: the edge's refusal, or
+            the agent's own for a tunnel it cannot bind.
+        @raise TunnelkitError: when the request itself fails (the session
+            closed or timed out), so that the agent reconnects.
         """
+        tunnel.public_url = None
         try:
-            reply = await self.request(tunnel.bind_request())
-        except TunnelkitError as error:
-            tunnel.public_url = None
-            return error
+            request = tunnel.bind_request()
+        except TunnelkitError as unsupported:
+            return unsupported
+        try:
+            reply = await self.request(request)
+        except RemoteError as refusal:
+            return refusal
         tunnel.public_url = reply.url
         tunnel.token = reply.token
         return None

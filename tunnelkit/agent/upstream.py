@@ -5,6 +5,7 @@ the stream to it.
 
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -34,6 +35,7 @@ class ProxiedStream(SpliceEnd):
         self.tunnel = tunnel
         self.header = header
         self._counted = False
+        self._connecting: Deferred | None = None
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
@@ -46,10 +48,11 @@ class ProxiedStream(SpliceEnd):
             self.reactor, addr.host, addr.port, timeout=UPSTREAM_CONNECT_TIMEOUT
         )
         local = SpliceEnd()
-        connecting = endpoint.connect(Factory.forProtocol(lambda: local))
-        connecting.addCallbacks(self._connected, self._failed)
+        self._connecting = endpoint.connect(Factory.forProtocol(lambda: local))
+        self._connecting.addCallbacks(self._connected, self._failed)
 
     def _connected(self, local: SpliceEnd) -> None:
+        self._connecting = None
         if self.lost:
             local.transport.loseConnection()
             return
@@ -57,6 +60,9 @@ class ProxiedStream(SpliceEnd):
         self.transport.resumeProducing()
 
     def _failed(self, reason: Failure) -> None:
+        self._connecting = None
+        if reason.check(CancelledError):
+            return
         _log.warn(
             "failed to dial upstream {addr} for {client} on tunnel {name}: {error}",
             addr=self.tunnel.forwards_to,
@@ -72,4 +78,7 @@ class ProxiedStream(SpliceEnd):
         if self._counted:
             self._counted = False
             self.tunnel.open_connections -= 1
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
         super().connectionLost(reason)

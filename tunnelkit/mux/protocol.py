@@ -251,7 +251,14 @@ class StreamTransport:
 
     def _connect(self, protocol: IProtocol) -> None:
         self.protocol = protocol
-        protocol.makeConnection(self)
+        try:
+            protocol.makeConnection(self)
+        except Exception:
+            _log.failure(
+                "stream protocol failed on connect; resetting stream {stream_id}",
+                stream_id=self.stream_id,
+            )
+            self.abortConnection()
 
     def _data_received(self, data: bytes) -> None:
         if self._reading_paused or self._inbound:
