@@ -518,7 +518,7 @@ class ServerTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
         [event] = events
         self.assertEqual(event["log_level"].name, "warn")
-        self.assertEqual(event["peer"], self.transport.getPeer())
+        self.assertEqual(event["peer"], "192.168.1.1:54321")
 
     def test_oversize_request(self) -> None:
         """

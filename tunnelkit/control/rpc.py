@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelkit.addresses import format_address
 from tunnelkit.control.messages import (
     MAX_MESSAGE_SIZE,
     Envelope,
@@ -419,7 +420,7 @@ class RpcServerProtocol(Protocol):
             "answering {type} from {peer} failed",
             failure,
             type=request.TYPE,
-            peer=self._peer(),
+            peer=format_address(self._peer()),
         )
         return encode_error(
             "TK_INTERNAL",
@@ -443,7 +444,7 @@ class RpcServerProtocol(Protocol):
         """
         _log.warn(
             "refused a stream from {peer}: {code}: {reason}",
-            peer=self._peer(),
+            peer=format_address(self._peer()),
             code=error.code,
             reason=error.message,
         )
@@ -458,7 +459,9 @@ class RpcServerProtocol(Protocol):
         Close a proxy stream this side cannot take; it has no reply.
         """
         _log.warn(
-            "dropped a proxy stream from {peer}: {why}", peer=self._peer(), why=why
+            "dropped a proxy stream from {peer}: {why}",
+            peer=format_address(self._peer()),
+            why=why,
         )
         self._phase = _Phase.FINISHED
         _abort(self.transport)
@@ -503,7 +506,7 @@ class RpcServerProtocol(Protocol):
         self._timer = None
         _log.warn(
             "no message from {peer} within {timeout} seconds; closing the stream",
-            peer=self._peer(),
+            peer=format_address(self._peer()),
             timeout=self._read_timeout,
         )
         self._phase = _Phase.FINISHED
@@ -525,7 +528,7 @@ class RpcServerProtocol(Protocol):
             if self._reader.unconsumed:
                 _log.warn(
                     "stream from {peer} ended inside its first message",
-                    peer=self._peer(),
+                    peer=format_address(self._peer()),
                 )
             self._stop_timer()
             self._phase = _Phase.FINISHED
