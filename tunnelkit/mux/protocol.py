@@ -436,7 +436,6 @@ class MuxProtocol(Protocol):
         self._closed = False
         self._when_closed: list[Deferred] = []
         self._dispatch: dict[type, Callable[[Any], None]] = {
-            StreamData: self._on_data,
             StreamAccepted: self._on_accepted,
             StreamEnded: self._on_ended,
             StreamReset: self._on_reset,
@@ -603,11 +602,6 @@ class MuxProtocol(Protocol):
         self._fail_open(stream_id, Failure(ConnectionLost("stream closed")))
 
     # Events from the session
-
-    def _on_data(self, event: StreamData) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream._data_received(event.data)
 
     def _accept(self, stream_id: int) -> Callable[[], None] | None:
         # Called by the session as each SYN is read: build the stream's
