@@ -10,9 +10,7 @@ from typing import Any
 from twisted.python import usage
 
 from tunnelkit import __version__
-
-LOG_LEVELS = ("crit", "warn", "error", "info", "debug")
-LOG_FORMATS = ("term", "logfmt", "json")
+from tunnelkit.config._values import LOG_FORMATS, LOG_LEVELS
 
 
 def check_log_flags(options: usage.Options) -> None:
