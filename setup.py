@@ -16,8 +16,6 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["tunnelkit", "tunnelkit.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/tunnelkit_plugins.py"]},
-    include_package_data=True,
     install_requires=[
         "twisted[tls,conch]>=24.7.0",
         "pyopenssl>=24.0.0",
