@@ -203,7 +203,7 @@ class AgentTestCase(SynchronousTestCase):
         self.sessions: list[FakeSession] = []
         self.patch(service, "client_tls_options", lambda host, root_cas: None)
         self.patch(service, "HostnameEndpoint", lambda *args, **kwargs: None)
-        self.patch(service, "wrapClientTLS", lambda tls, inner: self.endpoint)
+        self.patch(service, "wrap_client_tls", lambda tls, inner: self.endpoint)
 
     def fake_sessions(self) -> None:
         """

@@ -1,7 +1,8 @@
 """
 End-to-end test of the wire on loopback: an agent-side and an edge-side
-yamux session over real TLS exchange a thousand concurrent streams in both
-directions, every byte checked by hash.
+yamux session over real TLS (the link's own, L{tunnelkit.tlstransport})
+exchange a thousand concurrent streams in both directions, every byte
+checked by hash.
 """
 
 import hashlib
@@ -10,11 +11,7 @@ import random
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -29,6 +26,7 @@ from tunnelkit.pki import (
     ensure_edge_certificate,
     server_tls_options,
 )
+from tunnelkit.tlstransport import LinkTLSFactory, wrap_client_tls
 
 STREAMS_EACH_WAY = 500
 CHUNK = 64 * 1024
@@ -141,20 +139,16 @@ class ThousandStreamsTests(TestCase):
 
         factory = Factory()
         factory.buildProtocol = edge
-        endpoint = SSL4ServerEndpoint(
-            reactor,
-            0,
-            server_tls_options(certificate.cert_path, certificate.key_path),
-            interface="127.0.0.1",
-        )
-        self.listener = yield endpoint.listen(factory)
+        options = server_tls_options(certificate.cert_path, certificate.key_path)
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        self.listener = yield endpoint.listen(LinkTLSFactory(options, False, factory))
         self.addCleanup(self.listener.stopListening)
 
         agent_factory = Factory()
         agent_factory.buildProtocol = lambda address: MuxProtocol(
             True, reactor, Factory.forProtocol(Echo), config
         )
-        client = wrapClientTLS(
+        client = wrap_client_tls(
             client_tls_options("127.0.0.1", certificate.ca_path.path),
             TCP4ClientEndpoint(reactor, "127.0.0.1", self.listener.getHost().port),
         )

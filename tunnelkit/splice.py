@@ -17,6 +17,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelkit.tlstransport import read_in_large_pieces
+
 
 @implementer(IHalfCloseableProtocol)
 class SpliceEnd(Protocol):
@@ -86,13 +88,16 @@ class SpliceEnd(Protocol):
 def splice(first: SpliceEnd, second: SpliceEnd) -> None:
     """
     Join two connected ends: each becomes the other's producer, and what
-    either read before joining is passed on.
+    either read before joining is passed on. A socket end reads in large
+    pieces from then on.
 
     @param first: an end whose C{transport} is set.
     @param second: the other end, also connected.
     """
     first.other = second
     second.other = first
+    read_in_large_pieces(first.transport)
+    read_in_large_pieces(second.transport)
     first.transport.registerProducer(second.transport, True)
     second.transport.registerProducer(first.transport, True)
     for end in (first, second):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from tunnelkit.config import AgentConfig, HostPort, TunnelDefinition
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.tlsoptions import client_tls_options, describe_tls_failure
+from tunnelkit.tlstransport import wrap_client_tls
 
 _log = Logger()
 
@@ -140,7 +141,7 @@ class AgentService(Service):
     def startService(self) -> None:
         super().startService()
         tls = client_tls_options(self.edge.host, self.root_cas)
-        self._endpoint = wrapClientTLS(
+        self._endpoint = wrap_client_tls(
             tls,
             HostnameEndpoint(
                 self.reactor,

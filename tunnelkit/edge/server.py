@@ -19,7 +19,6 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
@@ -33,6 +32,7 @@ from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
 from tunnelkit.runtime import stop_reactor
+from tunnelkit.tlstransport import LinkTLSFactory
 
 _log = Logger()
 
@@ -122,7 +122,7 @@ class EdgeServer(Service):
         state_dir = FilePath(os.path.expanduser(self.config.state_dir))
         self.tokens = AffinityTokens(_load_secret(state_dir))
         options = self._tls_options(state_dir)
-        factory = TLSMemoryBIOFactory(options, False, _AgentListenerFactory(self))
+        factory = LinkTLSFactory(options, False, _AgentListenerFactory(self))
         endpoint = serverFromString(self.reactor, self.config.agent_listener)
         listening = endpoint.listen(factory)
         listening.addCallback(self._listening)
