@@ -1,19 +1,25 @@
 """
 Building blocks shared by the benchmarks in this folder.
 
-A benchmark runs as two processes on loopback: the measuring parent and a
-sink child that it starts with L{SinkProcess}. They share TLS material made
-by L{make_certificate}, talk over a JSON-lines control channel
-(L{ControlClient}, L{ControlServer}), push bytes with L{ChunkWriter} and count
-them with L{ByteCounter}. The rest reads process usage and formats results.
+A benchmark runs as processes on loopback: the measuring parent, a sink
+child that it starts with L{SinkProcess}, and other programs it runs with
+L{Program}. They share TLS material made by L{make_certificate}, talk over a
+JSON-lines control channel (L{ControlClient}, L{ControlServer}), push bytes
+with L{ChunkWriter} and count them with L{ByteCounter}. The rest reads process
+usage (of this process or any other, from C{/proc}) and formats results.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import json
 import os
 import platform
+import re
+import resource
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -190,6 +196,235 @@ def stop_when_parent_goes(reactor: Any) -> None:
             reactor.stop()
 
     StandardIO(_ParentWatch(stop), reactor=reactor)
+
+
+# Other programs
+
+
+PR_SET_PDEATHSIG = 1
+"""The C{prctl} option that asks Linux to signal a child when its parent dies."""
+
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+_program_numbers = itertools.count(1)
+
+
+def _end_with_parent() -> None:
+    """
+    In a child between C{fork} and C{exec}: ask for C{SIGTERM} once the
+    parent dies, so that a killed benchmark leaves no program running.
+    """
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+class Program:
+    """
+    A program the benchmark runs, such as a server or a client, alive for the
+    length of a C{with} block or until L{stop}.
+
+    Its standard output and error go to two files in a directory the
+    benchmark owns, never to pipes, so a chatty program cannot block on a
+    pipe nobody reads while the benchmark waits for something else. On
+    Linux the child also gets C{SIGTERM} when the benchmark process dies
+    without stopping it.
+
+    @ivar name: a short name for messages and for the output files.
+    @ivar pid: the child's process id, once started.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        directory: str,
+        env: Mapping[str, str],
+        stop_timeout: float = 10.0,
+    ) -> None:
+        """
+        @param name: a short name for messages.
+        @param argv: the command and its arguments.
+        @param directory: where the output files go; also the working
+            directory of the child.
+        @param env: the child's whole environment.
+        @param stop_timeout: seconds a child has to exit after C{SIGTERM}
+            before it gets C{SIGKILL}.
+        """
+        self.name = name
+        self.argv = list(argv)
+        self.directory = directory
+        self.env = dict(env)
+        self.stop_timeout = stop_timeout
+        number = next(_program_numbers)
+        self._paths = {
+            stream: os.path.join(directory, f"{number:03d}-{name}.{stream}")
+            for stream in ("out", "err")
+        }
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """
+        @return: the process id of the child.
+        @raise RuntimeError: if it was never started.
+        """
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self._process.pid
+
+    def start(self) -> Program:
+        """
+        Start the child.
+
+        @return: this program.
+        """
+        with open(self._paths["out"], "wb") as out, open(
+            self._paths["err"], "wb"
+        ) as err:
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=self.directory,
+                preexec_fn=_end_with_parent,
+            )
+        return self
+
+    def __enter__(self) -> Program:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def exit_status(self) -> int | None:
+        """
+        @return: the exit status once the child has ended (negative: the
+            signal that ended it), else C{None}.
+        """
+        return None if self._process is None else self._process.poll()
+
+    def text(self, stream: str = "out") -> str:
+        """
+        @param stream: C{"out"} or C{"err"}.
+        @return: what the child has written to that stream so far.
+        """
+        try:
+            with open(self._paths[stream], encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def describe(self, limit: int = 3000) -> str:
+        """
+        @param limit: characters of each stream to show, the last ones.
+        @return: the command, its state and the end of its output, for
+            error messages.
+        """
+        status = self.exit_status()
+        state = "running" if status is None else f"exit status {status}"
+        parts = [f"{self.name} ({state}): {' '.join(self.argv)}"]
+        for stream in ("out", "err"):
+            text = self.text(stream).rstrip()
+            if text:
+                parts.append(f"--- std{stream}:\n{text[-limit:]}")
+        return "\n".join(parts)
+
+    def wait_for_line(
+        self, pattern: str, timeout: float = 30.0, stream: str | None = None
+    ) -> re.Match[str]:
+        """
+        Wait until a line the child printed matches.
+
+        @param pattern: a regular expression searched for in each line.
+        @param timeout: seconds to wait.
+        @param stream: C{"out"}, C{"err"}, or C{None} for either.
+        @return: the first match.
+        @raise RuntimeError: if the child ends or the time runs out first.
+        """
+        compiled = re.compile(pattern)
+        streams = ("out", "err") if stream is None else (stream,)
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = self.exit_status() is not None
+            for name in streams:
+                for line in self.text(name).splitlines():
+                    found = compiled.search(line)
+                    if found is not None:
+                        return found
+            if ended:
+                raise RuntimeError(
+                    f"{self.name} ended without printing a line matching"
+                    f" {pattern!r}\n{self.describe()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"waited {timeout:g}s for {self.name} to print a line"
+                    f" matching {pattern!r}\n{self.describe()}"
+                )
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> int:
+        """
+        Wait for the child to end by itself.
+
+        @param timeout: seconds to wait.
+        @return: its exit status.
+        @raise RuntimeError: if it is still running after C{timeout}; it is
+            left running for L{stop}.
+        """
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"{self.name} still runs after {timeout:g}s\n{self.describe()}"
+            ) from None
+
+    def stop(self) -> int | None:
+        """
+        Stop the child if it still runs: C{SIGTERM}, then C{SIGKILL} after
+        C{stop_timeout} seconds. Calling it again does nothing more.
+
+        @return: its exit status, or C{None} if it was never started.
+        """
+        process = self._process
+        if process is None:
+            return None
+        for escalate in (process.terminate, process.kill):
+            if process.poll() is not None:
+                break
+            try:
+                escalate()
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        return process.wait()
+
+
+def allow_open_files(needed: int) -> None:
+    """
+    Raise this process's soft limit on open files to at least C{needed};
+    the programs it starts afterwards inherit the limit.
+
+    @raise RuntimeError: if the hard limit is lower, saying what to run.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise RuntimeError(
+            f"needs {needed} open files but the hard limit is {hard};"
+            f" raise it (ulimit -Hn {needed}) or ask for fewer connections"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 # TLS material
@@ -511,14 +746,16 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-def _process_status(field: str) -> int | None:
+def _process_status(field: str, pid: int | None = None) -> int | None:
     """
-    @param field: a numeric field of C{/proc/self/status}, such as C{VmRSS}.
+    @param field: a numeric field of C{/proc/PID/status}, such as C{VmRSS}.
+    @param pid: the process, or C{None} for this one.
     @return: its value (in kB for sizes), or C{None} where there is no such
         file or field.
     """
+    path = f"/proc/{'self' if pid is None else pid}/status"
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(path, encoding="ascii") as status:
             for line in status:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -527,13 +764,65 @@ def _process_status(field: str) -> int | None:
     return None
 
 
-def resident_bytes() -> int | None:
+def resident_bytes(pid: int | None = None) -> int | None:
     """
-    @return: this process's resident set size (C{VmRSS}), or C{None} where
-        C{/proc/self/status} does not exist.
+    @param pid: the process, or C{None} for this one.
+    @return: its resident set size (C{VmRSS}), or C{None} where
+        C{/proc/PID/status} does not exist.
     """
-    kilobytes = _process_status("VmRSS")
+    kilobytes = _process_status("VmRSS", pid)
     return None if kilobytes is None else kilobytes * 1024
+
+
+def _parent_and_cpu(pid: int) -> tuple[int, float] | None:
+    """
+    @return: the parent's process id and the CPU seconds (user + system)
+        of process C{pid}, from C{/proc/PID/stat}, or C{None} if it is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # The command name, in parentheses, may itself hold spaces and ")".
+    fields = text[text.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return int(fields[1]), ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int, descendants: bool = False) -> float:
+    """
+    @param pid: a running process.
+    @param descendants: also count the processes it started that still run
+        (such as the per-connection processes of C{sshd}).
+    @return: the CPU time (user + system) they have used; 0.0 for a process
+        that is gone.
+    """
+    own = _parent_and_cpu(pid)
+    total = 0.0 if own is None else own[1]
+    if not descendants:
+        return total
+    parents: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = _parent_and_cpu(int(entry))
+            if found is not None:
+                parents[int(entry)] = found
+    for candidate, (parent, seconds) in parents.items():
+        while parent > 1:
+            if parent == pid:
+                total += seconds
+                break
+            parent = parents.get(parent, (0, 0.0))[0]
+    return total
+
+
+def open_file_count(pid: int) -> int:
+    """
+    @param pid: a running process of the same user.
+    @return: how many file descriptors (sockets included) it has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def usage() -> dict[str, Any]:

@@ -28,10 +28,9 @@ if __package__ in (None, ""):
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
     connectProtocol,
-    wrapClientTLS,
 )
 from twisted.internet.interfaces import IHandshakeListener, IProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -63,6 +62,7 @@ from bench._common import (
     usage,
 )
 from tunnelkit.mux import MuxConfig, MuxProtocol
+from tunnelkit.tlstransport import LinkTLSFactory, wrap_client_tls
 
 _log = Logger()
 
@@ -374,9 +374,8 @@ def run_sink(args: argparse.Namespace) -> int:
 
     begin_logging()
     sink = WireSink(reactor, mux_config(args))
-    endpoint = SSL4ServerEndpoint(
-        reactor, 0, server_options(args.cert, args.key), interface=LOOPBACK
-    )
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
+    options = server_options(args.cert, args.key)
 
     def listening(port: Any) -> None:
         announce({"port": port.getHost().port, "pid": os.getpid()})
@@ -386,7 +385,8 @@ def run_sink(args: argparse.Namespace) -> int:
         _log.failure("the sink could not listen", failure)
         reactor.stop()
 
-    endpoint.listen(_SinkConnections(sink)).addCallbacks(listening, failed)
+    factory = LinkTLSFactory(options, False, _SinkConnections(sink))
+    endpoint.listen(factory).addCallbacks(listening, failed)
     reactor.run()
     return 0
 
@@ -485,7 +485,7 @@ class WireBench:
         """
         Connect C{protocol} to the sink over TLS and wait for the handshake.
         """
-        endpoint = wrapClientTLS(
+        endpoint = wrap_client_tls(
             self.creator, TCP4ClientEndpoint(self.reactor, LOOPBACK, self.port)
         )
         await connectProtocol(endpoint, protocol)
