@@ -343,6 +343,7 @@ class BindTests(SynchronousTestCase):
                 "hostname": "",
                 "basic_auth": [],
                 "schemes": ["http", "https"],
+                "host_header": "",
             },
         )
 

@@ -213,7 +213,11 @@ class HttpOpts(_Body):
     @ivar subdomain: the name to take under the edge's domain, or C{""}.
     @ivar hostname: a full host name to take instead, or C{""}.
     @ivar basic_auth: C{user:password} pairs, any of which lets a request in.
-    @ivar schemes: the public schemes to serve, C{"http"} and/or C{"https"}.
+    @ivar schemes: the public schemes to serve, C{"http"} and/or C{"https"};
+        empty means both.
+    @ivar host_header: the C{Host} the upstream should see, which the edge
+        writes into each request (the original goes in C{X-Forwarded-Host});
+        C{""} passes the public host through unchanged.
     """
 
     _WHERE: ClassVar[str] = "bind.opts"
@@ -221,6 +225,7 @@ class HttpOpts(_Body):
     hostname: str = ""
     basic_auth: tuple[str, ...] = field(default=(), repr=False)
     schemes: tuple[str, ...] = ()
+    host_header: str = ""
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,8 @@ class BindResp(Message):
     @ivar proto: the binding's tunnel protocol.
     @ivar token: an opaque affinity token; sent back in L{Bind}, it asks for
         the same public address after a reconnect, even to a restarted edge.
+    @ivar urls: every public URL of the binding, C{url} first: an HTTP
+        binding served over both schemes has an C{https} and an C{http} URL.
     """
 
     TYPE: ClassVar[str] = "bind_resp"
@@ -298,6 +305,7 @@ class BindResp(Message):
     url: str = ""
     proto: str = ""
     token: str = ""
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
