@@ -25,9 +25,10 @@ setup(
         "klein>=24.8.0",
         "zope.interface>=6.0",
         "pyyaml>=6.0",
+        "httptools>=0.6.1",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "coverage>=7.4"],
+        "test": ["hypothesis>=6.100", "coverage>=7.4", "websockets>=13.0"],
         "lint": ["black>=24.3", "mypy>=1.10"],
         "docs": ["pydoctor>=24.3"],
     },
