@@ -951,6 +951,14 @@ class TunnelTests(AgentTestCase):
 
         self.assertEqual(tunnel.host_header, "app.internal")
 
+    def test_host_header_with_space(self) -> None:
+        """
+        A C{host_header} holding a space cannot be sent, so it is invalid.
+        """
+        error = self.tunnel_fails("proto: http\naddr: 80\nhost_header: 'a b'")
+
+        self.assertError(error, "TK_CONFIG_INVALID_VALUE", 5, "tunnels.t.host_header")
+
     def test_tls_crt_key(self) -> None:
         """
         A tls tunnel's C{crt} and C{key} resolve to existing files.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tunnelkit.config._errors import UNKNOWN_KEY, unknown_key_message
 from tunnelkit.config._parsing import HostPort, parse_host_port, parse_port
@@ -58,6 +59,16 @@ _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$")
 _SUBDOMAIN = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+SCHEMES_BY_BIND_TLS: dict[str, tuple[str, ...]] = {
+    "true": ("https",),
+    "false": ("http",),
+    "both": ("http", "https"),
+}
+"""The public schemes each value of ngrok v2's C{bind_tls} stands for."""
+
+DEFAULT_SCHEMES = ("http", "https")
+"""The public schemes of an HTTP tunnel that names none."""
 
 
 @dataclass(frozen=True)
@@ -242,12 +253,12 @@ def read_tunnel(name: str, section: Section) -> TunnelDefinition:
         metadata=read_metadata(section),
         inspect=section.boolean("inspect", kind in ("http", "labeled")),
         remote_addr=section.host_port("remote_addr", None),
-        subdomain=_read_host(section, "subdomain", _SUBDOMAIN),
+        subdomain=_read_host(section, "subdomain", parse_subdomain),
         hostname=_read_hostname(section),
         basic_auth=_read_basic_auth(section),
         schemes=_read_schemes(section) if kind == "http" else (),
         host_header=(
-            section.nonempty_string("host_header", "preserve")
+            _read_host(section, "host_header", parse_host_header) or "preserve"
             if kind == "http"
             else None
         ),
@@ -317,14 +328,62 @@ def _read_addr(
     return addr
 
 
-def _read_host(section: Section, key: str, pattern: re.Pattern[str]) -> str | None:
+def parse_subdomain(text: str) -> str:
+    """
+    Check a subdomain asked for under the edge's domain.
+
+    @param text: one or more DNS labels, such as C{app} or C{api.app}.
+    @return: the name in lower case.
+    @raise ValueError: when it is not a valid DNS name.
+    """
+    return _dns_name(text, _SUBDOMAIN)
+
+
+def parse_hostname(text: str) -> str:
+    """
+    Check a full host name asked for, such as C{app.example.com} or a
+    wildcard C{*.example.com}.
+
+    @param text: the host name.
+    @return: the name in lower case.
+    @raise ValueError: when it is not a valid DNS name.
+    """
+    return _dns_name(text, _HOSTNAME)
+
+
+def _dns_name(text: str, pattern: re.Pattern[str]) -> str:
+    value = text.lower()
+    if not pattern.match(value):
+        raise ValueError(f"{value!r} is not a valid DNS name")
+    return value
+
+
+def parse_host_header(text: str) -> str:
+    """
+    Check an HTTP tunnel's C{host_header}: C{preserve}, C{rewrite}, or a
+    literal host sent as is.
+
+    @param text: the value as written.
+    @return: the value.
+    @raise ValueError: when it is empty or holds spaces or control
+        characters, which cannot be sent in a C{Host} header.
+    """
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(
+            f"{text!r} is not a host header; give preserve, rewrite or a host"
+            " such as app.internal:8080"
+        )
+    return text
+
+
+def _read_host(section: Section, key: str, parse: Callable[[str], str]) -> str | None:
     value = section.nonempty_string(key)
     if value is None:
         return None
-    value = value.lower()
-    if not pattern.match(value):
-        raise section.key_error(key, f"{value!r} is not a valid DNS name")
-    return value
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise section.key_error(key, str(e))
 
 
 def _read_hostname(section: Section) -> str | None:
@@ -333,22 +392,34 @@ def _read_hostname(section: Section) -> str | None:
             "domain", "'domain' and 'hostname' are the same setting; keep one"
         )
     key = "domain" if section.has("domain") else "hostname"
-    hostname = _read_host(section, key, _HOSTNAME)
+    hostname = _read_host(section, key, parse_hostname)
     if hostname is not None and section.has("subdomain"):
         raise section.key_error(key, f"give either 'subdomain' or {key!r}, not both")
     return hostname
 
 
-def _read_credential(section: Section, key: str, node: YamlNode) -> BasicAuthCredential:
-    text = section.text_of(key, node)
+def parse_credential(text: str) -> BasicAuthCredential:
+    """
+    Parse one basic authentication credential, C{user:password}.
+
+    @param text: the credential as written.
+    @return: the credential.
+    @raise ValueError: when there is no user or colon, or the password is
+        shorter than 8 characters.
+    """
     username, colon, password = text.partition(":")
     if not colon or not username:
-        raise section.invalid(key, node, "write the credential as user:password")
+        raise ValueError("write the credential as user:password")
     if len(password) < 8:
-        raise section.invalid(
-            key, node, f"the password for {username!r} must be at least 8 characters"
-        )
+        raise ValueError(f"the password for {username!r} must be at least 8 characters")
     return BasicAuthCredential(username, password)
+
+
+def _read_credential(section: Section, key: str, node: YamlNode) -> BasicAuthCredential:
+    try:
+        return parse_credential(section.text_of(key, node))
+    except ValueError as e:
+        raise section.invalid(key, node, str(e))
 
 
 def _read_basic_auth(section: Section) -> tuple[BasicAuthCredential, ...]:
@@ -369,11 +440,11 @@ def _read_schemes(section: Section) -> tuple[str, ...]:
             "schemes", "'bind_tls' and 'schemes' set the same thing; keep one"
         )
     if section.has("bind_tls"):
-        word = section.choice("bind_tls", ("true", "false", "both"), "both")
-        return {"true": ("https",), "false": ("http",), "both": ("http", "https")}[word]
+        word = section.choice("bind_tls", tuple(SCHEMES_BY_BIND_TLS), "both")
+        return SCHEMES_BY_BIND_TLS[word]
     items = section.items("schemes")
     if items is None:
-        return ("http", "https")
+        return DEFAULT_SCHEMES
     seen = []
     for key, node in items:
         scheme = section.text_of(key, node)
