@@ -5,13 +5,18 @@ A benchmark runs as processes on loopback: the measuring parent, a sink
 child that it starts with L{SinkProcess}, and other programs it runs with
 L{Program}. They share TLS material made by L{make_certificate}, talk over a
 JSON-lines control channel (L{ControlClient}, L{ControlServer}), push bytes
-with L{ChunkWriter} and count them with L{ByteCounter}. The rest reads process
-usage (of this process or any other, from C{/proc}) and formats results.
+with L{ChunkWriter} and count them with L{ByteCounter}. A benchmark that
+compares tunnels starts a tunnelkit edge, C{sshd} and C{ssh -R} through
+L{BenchRun}, inside L{run_benchmark}, which stops them on every way out. The
+rest reads process usage (of this process or any other, from C{/proc}) and
+formats results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import getpass
 import itertools
 import json
 import os
@@ -19,10 +24,12 @@ import platform
 import re
 import resource
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -64,10 +71,22 @@ from tunnelkit.pki import (  # noqa: E402
     ensure_edge_certificate,
     server_tls_options,
 )
+from tests.e2e import (  # noqa: E402
+    AGENT_LISTENER_LINE,
+    TUNNELKIT,
+    child_environment,
+    free_port,
+    write_agent_config,
+    write_edge_config,
+    write_file,
+)
 
 LOOPBACK = "127.0.0.1"
 CHUNK_SIZE = 64 * 1024
 MEGABYTE = 1_000_000
+WAIT = 30.0
+"""Seconds any one expected event of a run, such as a program's start, may
+take."""
 
 
 # The sink child process
@@ -425,6 +444,212 @@ def allow_open_files(needed: int) -> None:
             f" raise it (ulimit -Hn {needed}) or ask for fewer connections"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+# A run's programs: the tunnelkit edge, sshd and ssh
+
+
+SSH = "ssh"
+SSH_KEYGEN = "ssh-keygen"
+SSHD = "/usr/sbin/sshd"
+SSH_INSTALL = {
+    SSH: "apt-get install -y openssh-client",
+    SSH_KEYGEN: "apt-get install -y openssh-client",
+    SSHD: "apt-get install -y openssh-server",
+}
+"""The programs of the C{ssh -R} path, each with the command installing it."""
+
+
+class BenchRun:
+    """
+    What one run of a benchmark starts: its programs, with their files in
+    one temporary directory that is also their C{HOME}, C{TMPDIR} and XDG
+    directories. Each program is stopped when the run's C{ExitStack}
+    closes, last started first.
+
+    @ivar server_addr: where agents reach the edge, once L{start_edge} ran.
+    @ivar ca_path: the CA agents trust, once L{start_edge} ran.
+    """
+
+    def __init__(self, directory: str, stack: contextlib.ExitStack, token: str) -> None:
+        """
+        @param directory: an empty private directory, removed after the
+            stack closes.
+        @param stack: where each program registers its stop.
+        @param token: the authtoken the edge accepts and agents present.
+        """
+        self.directory = directory
+        self.stack = stack
+        self.token = token
+        self.env = {**child_environment(directory), "TMPDIR": directory}
+        self.server_addr = ""
+        self.ca_path = ""
+
+    def program(self, name: str, argv: Sequence[str]) -> Program:
+        """
+        @param name: a short name for messages and output files.
+        @param argv: the command and its arguments.
+        @return: a program not started yet, to use in a C{with} block.
+        """
+        return Program(name, argv, self.directory, self.env)
+
+    def start(self, name: str, argv: Sequence[str]) -> Program:
+        """
+        Start a program that runs until the end of the run.
+
+        @return: the started program.
+        """
+        return self.stack.enter_context(self.program(name, argv))
+
+    def start_edge(self, settings: Mapping[str, str] | None = None) -> Program:
+        """
+        Start C{tunnelkit edge} on loopback with a generated config and CA,
+        and note where agents reach it.
+
+        @param settings: top-level keys of C{edge.yml} to set or replace,
+            each with its value as YAML text.
+        @return: the edge, listening for agents.
+        """
+        config = write_edge_config(self.directory, [("bench", self.token, [])])
+        if settings:
+            set_yaml_keys(config, settings)
+        edge = self.start("edge", [*TUNNELKIT, "edge", "--config", config])
+        found = edge.wait_for_line(AGENT_LISTENER_LINE, WAIT)
+        self.server_addr = f"{found.group(1)}:{found.group(2)}"
+        self.ca_path = os.path.join(self.directory, "state", "ca.pem")
+        return edge
+
+    def agent_config(self, name: str) -> str:
+        """
+        Write an agent config naming the edge, its CA and the authtoken.
+
+        @param name: the file's name in the run's directory.
+        @return: the file's path.
+        """
+        return write_agent_config(
+            self.directory, self.server_addr, self.ca_path, self.token, name=name
+        )
+
+    def start_sshd(self) -> tuple[Program, int, str]:
+        """
+        Run C{sshd} on loopback with a host key made for this run, accepting
+        a user key made for this run.
+
+        @return: the server, its port and the user's private key file.
+        """
+        if os.geteuid() == 0 and not os.path.isdir("/run/sshd"):
+            # sshd started as root needs its privilege separation directory,
+            # which the package's service unit makes at boot.
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        keys = {}
+        for name in ("host_key", "user_key"):
+            keys[name] = os.path.join(self.directory, name)
+            argv = [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", keys[name]]
+            with self.program("ssh-keygen", argv) as keygen:
+                if keygen.wait(WAIT) != 0:
+                    raise RuntimeError(f"ssh-keygen failed\n{keygen.describe()}")
+        authorized = os.path.join(self.directory, "authorized_keys")
+        shutil.copyfile(keys["user_key"] + ".pub", authorized)
+        port = free_port()
+        config = write_file(
+            os.path.join(self.directory, "sshd_config"),
+            f"Port {port}\n"
+            f"ListenAddress {LOOPBACK}\n"
+            f"HostKey {keys['host_key']}\n"
+            f"AuthorizedKeysFile {authorized}\n"
+            "AllowTcpForwarding remote\n"
+            "StrictModes no\n"
+            "UsePAM no\n"
+            f"PidFile {os.path.join(self.directory, 'sshd.pid')}\n",
+        )
+        sshd = self.start("sshd", [SSHD, "-D", "-e", "-f", config])
+        sshd.wait_for_line(f"Server listening on {LOOPBACK} port {port}", WAIT)
+        return sshd, port, keys["user_key"]
+
+    def start_ssh_forward(
+        self, sshd_port: int, key: str, local_port: int
+    ) -> tuple[Program, int, str]:
+        """
+        Start C{ssh -N -R 0:127.0.0.1:LOCAL_PORT} to the run's C{sshd}.
+
+        @return: the client, the port C{sshd} allocated for the forward,
+            and the cipher the two agreed on.
+        """
+        argv = [
+            SSH,
+            "-v",
+            "-N",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(sshd_port),
+            "-i",
+            key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            f"0:{LOOPBACK}:{local_port}",
+            f"{getpass.getuser()}@{LOOPBACK}",
+        ]
+        ssh = self.start("ssh", argv)
+        allocated = ssh.wait_for_line(r"Allocated port (\d+) for remote forward", WAIT)
+        cipher = ssh.wait_for_line(r"kex: server->client cipher: (\S+)", WAIT)
+        return ssh, int(allocated.group(1)), cipher.group(1)
+
+
+def set_yaml_keys(path: str, settings: Mapping[str, str]) -> None:
+    """
+    Set top-level keys of a YAML file written one key per line: replace the
+    line of a key that is there, append the others.
+
+    @param path: the file.
+    @param settings: each key's value, as YAML text.
+    """
+    with open(path, encoding="utf-8") as config:
+        lines = config.read().splitlines()
+    for key, value in settings.items():
+        line = f"{key}: {value}"
+        found = [i for i, text in enumerate(lines) if text.startswith(f"{key}:")]
+        if found:
+            lines[found[0]] = line
+        else:
+            lines.append(line)
+    write_file(path, "\n".join(lines) + "\n")
+
+
+def missing_programs(install: Mapping[str, str]) -> list[str]:
+    """
+    @param install: each program a benchmark needs (a name on C{PATH} or an
+        absolute path), with the command that installs it.
+    @return: the install command of each program not found, once each.
+    """
+    missing = []
+    for name, command in install.items():
+        found = os.access(name, os.X_OK) if name.startswith("/") else shutil.which(name)
+        if not found and command not in missing:
+            missing.append(command)
+    return missing
+
+
+def program_version(argv: Sequence[str]) -> str:
+    """
+    @return: the first line a C{--version} style command prints on either
+        stream, or C{"?"}.
+    """
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
 
 
 # TLS material
@@ -895,3 +1120,104 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def render_targets(targets: Sequence[Mapping[str, Any]]) -> str:
+    """
+    Lay out the targets of a run, each marked PASS or FAIL.
+
+    @param targets: each with a C{name}, a C{limit}, whether it passed
+        (C{pass}), and its C{value} (C{None} when it could not be measured)
+        or the C{shown} text that stands for it.
+    @return: the table.
+    """
+    rows = []
+    for target in targets:
+        value = target["value"]
+        if "shown" in target:
+            shown = target["shown"]
+        elif value is None:
+            shown = "not measured"
+        else:
+            shown = f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+        rows.append(
+            [
+                target["name"],
+                shown,
+                target["limit"],
+                "PASS" if target["pass"] else "FAIL",
+            ]
+        )
+    return render_table(["target", "measured", "limit", "result"], rows)
+
+
+def progress(tag: str, text: str) -> None:
+    """
+    Say on standard error what a benchmark is doing.
+
+    @param tag: the benchmark's short name.
+    """
+    sys.stderr.write(f"[{tag}] {text}\n")
+    sys.stderr.flush()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_benchmark(
+    tag: str,
+    measure: Callable[[str, contextlib.ExitStack], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+    install: Mapping[str, str],
+    json_path: str | None = None,
+    strict: bool = False,
+) -> int:
+    """
+    Run a benchmark that starts programs: in a temporary directory, with
+    every program it starts stopped and the directory removed on every way
+    out (its end, an error, Ctrl-C, C{SIGTERM} or C{SIGHUP}); then print the
+    report and write the results.
+
+    @param tag: the benchmark's short name, for messages and the directory.
+    @param measure: runs everything, given the directory and the stack that
+            stops the programs; returns the results. Parts that failed
+            without ending the run are listed under the results' key
+            C{"failures"}, as messages.
+    @param report: the results as text.
+    @param install: the programs needed; see L{missing_programs}.
+    @param json_path: where to write the results as JSON, if anywhere.
+    @param strict: exit with 1 when a target of the results is missed.
+    @return: the exit status: 0 when the run completed, 1 when C{strict}
+        and a target was missed, 2 when the run or a part of it failed,
+        130 when it was interrupted.
+    """
+    missing = missing_programs(install)
+    if missing:
+        progress(tag, f"missing programs; install them: {missing}")
+        return 2
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"tunnelkit-bench-{tag}-") as directory:
+            with contextlib.ExitStack() as stack:
+                results = measure(directory, stack)
+    except KeyboardInterrupt:
+        progress(tag, "interrupted; every program it started is stopped")
+        return 130
+    except (RuntimeError, OSError) as error:
+        progress(tag, f"failed: {error}")
+        return 2
+
+    sys.stdout.write(report(results) + "\n")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as output:
+            json.dump(results, output, indent=2)
+    failures = results.get("failures", [])
+    for failure in failures:
+        progress(tag, f"failed: {failure}")
+    if failures:
+        return 2
+    if strict and not all(target["pass"] for target in results.get("targets", [])):
+        return 1
+    return 0

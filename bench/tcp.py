@@ -12,17 +12,11 @@ them open.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import getpass
 import json
 import math
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +32,10 @@ from twisted.python.failure import Failure
 
 from bench._common import (
     LOOPBACK,
+    SSH,
+    SSH_INSTALL,
+    WAIT,
+    BenchRun,
     Program,
     SinkProcess,
     allow_open_files,
@@ -47,20 +45,15 @@ from bench._common import (
     median,
     open_file_count,
     process_cpu_seconds,
+    program_version,
+    progress,
     render_table,
+    render_targets,
     resident_bytes,
+    run_benchmark,
     stop_when_parent_goes,
 )
-from tests.e2e import (
-    AGENT_LISTENER_LINE,
-    TUNNELKIT,
-    child_environment,
-    free_port,
-    tcp_url_port,
-    write_agent_config,
-    write_edge_config,
-    write_file,
-)
+from tests.e2e import TUNNELKIT, free_port, tcp_url_port
 
 _log = Logger()
 
@@ -73,9 +66,6 @@ TOKEN = "bench-tcp-0123456789"
 
 GREETING = b"+"
 """What the holder writes on each connection it accepts."""
-
-WAIT = 30.0
-"""Seconds any one expected event may take."""
 
 SETTLE = 1.0
 """Seconds to let the edge and the agent finish their work before reading
@@ -93,15 +83,7 @@ BUSY_ATTEMPTS = 10
 """Tries of one iperf3 run while the server still finishes the previous."""
 
 IPERF3 = "iperf3"
-SSH = "ssh"
-SSH_KEYGEN = "ssh-keygen"
-SSHD = "/usr/sbin/sshd"
-INSTALL = {
-    IPERF3: "apt-get install -y iperf3",
-    SSH: "apt-get install -y openssh-client",
-    SSH_KEYGEN: "apt-get install -y openssh-client",
-    SSHD: "apt-get install -y openssh-server",
-}
+INSTALL = {IPERF3: "apt-get install -y iperf3", **SSH_INSTALL}
 
 PATHS = ("direct", "tunnelkit", "ssh")
 PATH_TITLES = {"direct": "direct", "tunnelkit": "tunnelkit", "ssh": "ssh -R"}
@@ -154,41 +136,11 @@ def run_holder() -> int:
 # Starting the programs
 
 
-class BenchRun:
+class TcpRun(BenchRun):
     """
-    What one run of the benchmark starts: its programs, with their files in
-    one temporary directory that is also their C{HOME}, C{TMPDIR} and XDG
-    directories. Each program is stopped when the run's C{ExitStack}
-    closes, last started first.
+    A run of this benchmark: L{BenchRun} with the holder, C{tunnelkit tcp}
+    agents and the iperf3 server.
     """
-
-    def __init__(self, directory: str, stack: contextlib.ExitStack) -> None:
-        """
-        @param directory: an empty private directory, removed after the
-            stack closes.
-        @param stack: where each program registers its stop.
-        """
-        self.directory = directory
-        self.stack = stack
-        self.env = {**child_environment(directory), "TMPDIR": directory}
-        self.server_addr = ""
-        self.ca_path = ""
-
-    def program(self, name: str, argv: Sequence[str]) -> Program:
-        """
-        @param name: a short name for messages and output files.
-        @param argv: the command and its arguments.
-        @return: a program not started yet, to use in a C{with} block.
-        """
-        return Program(name, argv, self.directory, self.env)
-
-    def start(self, name: str, argv: Sequence[str]) -> Program:
-        """
-        Start a program that runs until the end of the run.
-
-        @return: the started program.
-        """
-        return self.stack.enter_context(self.program(name, argv))
 
     def start_holder(self) -> SinkProcess:
         """
@@ -199,20 +151,6 @@ class BenchRun:
         argv = [sys.executable, str(Path(__file__).resolve()), "--role=holder"]
         return self.stack.enter_context(SinkProcess(argv, start_timeout=WAIT))
 
-    def start_edge(self) -> Program:
-        """
-        Start C{tunnelkit edge} on loopback with a generated config and CA,
-        and note where agents reach it.
-
-        @return: the edge.
-        """
-        config = write_edge_config(self.directory, [("bench", TOKEN, [])])
-        edge = self.start("edge", [*TUNNELKIT, "edge", "--config", config])
-        found = edge.wait_for_line(AGENT_LISTENER_LINE, WAIT)
-        self.server_addr = f"{found.group(1)}:{found.group(2)}"
-        self.ca_path = os.path.join(self.directory, "state", "ca.pem")
-        return edge
-
     def start_agent(self, name: str, local_port: int) -> tuple[Program, int]:
         """
         Start C{tunnelkit tcp LOCAL_PORT} against the edge, as its own
@@ -221,9 +159,7 @@ class BenchRun:
         @param name: names the program and its config file.
         @return: the agent and the public port of its tunnel.
         """
-        config = write_agent_config(
-            self.directory, self.server_addr, self.ca_path, TOKEN, name=f"{name}.yml"
-        )
+        config = self.agent_config(f"{name}.yml")
         argv = [*TUNNELKIT, "tcp", str(local_port), "--config", config]
         agent = self.start(name, [*argv, "--log", "stdout", "--log-format", "json"])
         found = agent.wait_for_line(r'"msg": ?"started tunnel"', WAIT, "out")
@@ -238,106 +174,6 @@ class BenchRun:
         server = self.start("iperf3-server", argv)
         server.wait_for_line(f"Server listening on {port}", WAIT)
         return server, port
-
-    def start_sshd(self) -> tuple[Program, int, str]:
-        """
-        Run C{sshd} on loopback with a host key made for this run, accepting
-        a user key made for this run.
-
-        @return: the server, its port and the user's private key file.
-        """
-        if os.geteuid() == 0 and not os.path.isdir("/run/sshd"):
-            # sshd started as root needs its privilege separation directory,
-            # which the package's service unit makes at boot.
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        keys = {}
-        for name in ("host_key", "user_key"):
-            keys[name] = os.path.join(self.directory, name)
-            argv = [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", keys[name]]
-            with self.program("ssh-keygen", argv) as keygen:
-                if keygen.wait(WAIT) != 0:
-                    raise RuntimeError(f"ssh-keygen failed\n{keygen.describe()}")
-        authorized = os.path.join(self.directory, "authorized_keys")
-        shutil.copyfile(keys["user_key"] + ".pub", authorized)
-        port = free_port()
-        config = write_file(
-            os.path.join(self.directory, "sshd_config"),
-            f"Port {port}\n"
-            f"ListenAddress {LOOPBACK}\n"
-            f"HostKey {keys['host_key']}\n"
-            f"AuthorizedKeysFile {authorized}\n"
-            "AllowTcpForwarding remote\n"
-            "StrictModes no\n"
-            "UsePAM no\n"
-            f"PidFile {os.path.join(self.directory, 'sshd.pid')}\n",
-        )
-        sshd = self.start("sshd", [SSHD, "-D", "-e", "-f", config])
-        sshd.wait_for_line(f"Server listening on {LOOPBACK} port {port}", WAIT)
-        return sshd, port, keys["user_key"]
-
-    def start_ssh_forward(
-        self, sshd_port: int, key: str, local_port: int
-    ) -> tuple[Program, int, str]:
-        """
-        Start C{ssh -N -R 0:127.0.0.1:LOCAL_PORT} to the run's C{sshd}.
-
-        @return: the client, the port C{sshd} allocated for the forward,
-            and the cipher the two agreed on.
-        """
-        argv = [
-            SSH,
-            "-v",
-            "-N",
-            "-F",
-            "/dev/null",
-            "-p",
-            str(sshd_port),
-            "-i",
-            key,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-R",
-            f"0:{LOOPBACK}:{local_port}",
-            f"{getpass.getuser()}@{LOOPBACK}",
-        ]
-        ssh = self.start("ssh", argv)
-        allocated = ssh.wait_for_line(r"Allocated port (\d+) for remote forward", WAIT)
-        cipher = ssh.wait_for_line(r"kex: server->client cipher: (\S+)", WAIT)
-        return ssh, int(allocated.group(1)), cipher.group(1)
-
-
-def missing_programs() -> list[str]:
-    """
-    @return: an install command for each program the benchmark needs and
-        does not find.
-    """
-    missing = []
-    for name, install in INSTALL.items():
-        found = os.access(name, os.X_OK) if name.startswith("/") else shutil.which(name)
-        if not found and install not in missing:
-            missing.append(install)
-    return missing
-
-
-def program_version(argv: Sequence[str]) -> str:
-    """
-    @return: the first line a C{--version} style command prints on either
-        stream, or C{"?"}.
-    """
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
 
 
 # Memory per open connection
@@ -480,7 +316,7 @@ def measure_memory(pids: dict[str, int], port: int, count: int) -> dict[str, Any
 
 
 def iperf_sample(
-    run: BenchRun,
+    run: TcpRun,
     port: int,
     seconds: float,
     reverse: bool,
@@ -536,7 +372,7 @@ def iperf_sample(
 
 
 def measure_throughput(
-    run: BenchRun,
+    run: TcpRun,
     ports: dict[str, int],
     watched: dict[str, dict[str, tuple[int, bool]]],
     args: argparse.Namespace,
@@ -563,23 +399,19 @@ def measure_throughput(
                     watched[path],
                 )
                 samples[direction][path].append(sample)
-                _progress(
+                progress(
+                    "tcp",
                     f"round {round_number}/{args.rounds} {PATH_TITLES[path]},"
                     f" {DIRECTION_TITLES[direction]}:"
-                    f" {sample['mbit_per_s']:,.0f} Mbit/s"
+                    f" {sample['mbit_per_s']:,.0f} Mbit/s",
                 )
     return samples
-
-
-def _progress(text: str) -> None:
-    sys.stderr.write(f"[tcp] {text}\n")
-    sys.stderr.flush()
 
 
 # The whole run
 
 
-def measure(run: BenchRun, args: argparse.Namespace) -> dict[str, Any]:
+def measure(run: TcpRun, args: argparse.Namespace) -> dict[str, Any]:
     """
     Start everything, measure memory on a fresh edge and agent, then
     throughput.
@@ -603,7 +435,7 @@ def measure(run: BenchRun, args: argparse.Namespace) -> dict[str, Any]:
     if args.connections > 0:
         holder = run.start_holder()
         agent, port = run.start_agent("agent-holder", holder.announcement["port"])
-        _progress(f"holding {args.connections} connections through the tunnel")
+        progress("tcp", f"holding {args.connections} connections through the tunnel")
         pids = {"edge": edge.pid, "agent": agent.pid}
         results["memory"] = measure_memory(pids, port, args.connections)
         agent.stop()
@@ -764,20 +596,7 @@ def report(results: dict[str, Any]) -> str:
 
     targets = results["targets"]
     if targets:
-        rows = [
-            [
-                target["name"],
-                (
-                    f"{target['value']:.2f}"
-                    if target["value"] < 10
-                    else f"{target['value']:,.0f}"
-                ),
-                target["limit"],
-                "PASS" if target["pass"] else "FAIL",
-            ]
-            for target in targets
-        ]
-        lines += ["", render_table(["target", "measured", "limit", "result"], rows)]
+        lines += ["", render_targets(targets)]
     return "\n".join(lines)
 
 
@@ -816,42 +635,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run_parent(args: argparse.Namespace) -> int:
     """
     Start everything, measure, report; every program is stopped on every
     way out, and the temporary directory removed.
 
-    @return: the exit status.
+    @return: the exit status, as L{run_benchmark} says.
     """
-    missing = missing_programs()
-    if missing:
-        sys.stderr.write(f"[tcp] missing programs; install them: {missing}\n")
-        return 2
     allow_open_files(2 * args.connections + 512)
-    for name in ("SIGTERM", "SIGHUP"):
-        signal.signal(getattr(signal, name), _interrupt)
-    try:
-        with tempfile.TemporaryDirectory(prefix="tunnelkit-bench-tcp-") as directory:
-            with contextlib.ExitStack() as stack:
-                results = measure(BenchRun(directory, stack), args)
-    except KeyboardInterrupt:
-        sys.stderr.write("[tcp] interrupted; every program it started is stopped\n")
-        return 130
-    except (RuntimeError, OSError) as error:
-        sys.stderr.write(f"[tcp] failed: {error}\n")
-        return 2
-
-    sys.stdout.write(report(results) + "\n")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as output:
-            json.dump(results, output, indent=2)
-    if args.strict and not all(target["pass"] for target in results["targets"]):
-        return 1
-    return 0
+    return run_benchmark(
+        "tcp",
+        lambda directory, stack: measure(TcpRun(directory, stack, TOKEN), args),
+        report,
+        INSTALL,
+        args.json,
+        args.strict,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
