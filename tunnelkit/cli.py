@@ -256,7 +256,7 @@ def _run_agent(
 def write_summary(stdout: IO[str], app: Any) -> None:
     """
     Print the startup summary: session status, version, edge and one
-    Forwarding line per tunnel.
+    Forwarding line per public URL of each tunnel.
     """
     agent = app.agent
     edge = str(agent.edge)
@@ -270,7 +270,8 @@ def write_summary(stdout: IO[str], app: Any) -> None:
         f"{'Edge':<30}{edge}",
     ]
     for tunnel in agent.tunnels.values():
-        lines.append(f"{'Forwarding':<30}{tunnel.public_url} -> {tunnel.forwards_to}")
+        for url in tunnel.public_urls or (None,):
+            lines.append(f"{'Forwarding':<30}{url} -> {tunnel.forwards_to}")
     if not agent.tunnels:
         lines.append(f"{'Forwarding':<30}(no tunnels started)")
     stdout.write("\n".join(lines) + "\n")

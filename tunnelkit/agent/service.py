@@ -230,13 +230,14 @@ class AgentService(Service):
         failures = []
         for tunnel, error in results:
             if error is None:
-                _log.info(
-                    "started tunnel",
-                    obj="tunnels",
-                    name=tunnel.name,
-                    addr=self._display_addr(tunnel),
-                    url=tunnel.public_url,
-                )
+                for name, url in tunnel.named_urls():
+                    _log.info(
+                        "started tunnel",
+                        obj="tunnels",
+                        name=name,
+                        addr=self._display_addr(tunnel),
+                        url=url,
+                    )
             else:
                 _log.error(
                     "failed to start tunnel {name}: {error}",

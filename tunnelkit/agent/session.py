@@ -94,7 +94,8 @@ class AgentSession:
 
     async def bind(self, tunnel: Any) -> TunnelkitError | None:
         """
-        Bind one tunnel; record its URL.
+        Bind one tunnel; record its URLs (an edge older than C{urls} sends
+        only C{url}).
 
         @return: C{None} on success, else the error: the edge's refusal, or
             the agent's own for a tunnel it cannot bind.
@@ -110,7 +111,7 @@ class AgentSession:
             reply = await self.request(request)
         except RemoteError as refusal:
             return refusal
-        tunnel.public_url = reply.url
+        tunnel.public_urls = reply.urls or (reply.url,)
         tunnel.token = reply.token
         return None
 

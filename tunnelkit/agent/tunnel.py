@@ -20,12 +20,31 @@ def upstream_display(addr: UpstreamAddress, proto: str | None) -> str:
     return str(addr)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def rewritten_host(addr: UpstreamAddress) -> str:
+    """
+    @return: the C{Host} an upstream expects when the tunnel's C{host_header}
+        is C{rewrite}: its host, with C{:port} unless the port is the
+        scheme's default (80 for C{http}, 443 for C{https}); C{""} for the
+        file server, which has no host.
+    """
+    if addr.port is None:
+        return ""
+    host = f"[{addr.host}]" if ":" in addr.host else addr.host
+    if addr.port == _DEFAULT_PORTS.get(addr.scheme):
+        return host
+    return f"{host}:{addr.port}"
+
+
 @dataclass
 class Tunnel:
     """
     One running tunnel.
 
-    @ivar public_url: the URL the edge gave it, or C{None} until bound.
+    @ivar public_urls: every URL the edge gave it, the main one first; empty
+        until bound.
     @ivar token: the edge's affinity token for the last binding, sent back
         to ask for the same public address after a reconnect.
     @ivar open_connections: proxied connections open now.
@@ -33,10 +52,36 @@ class Tunnel:
     """
 
     definition: TunnelDefinition
-    public_url: str | None = None
+    public_urls: tuple[str, ...] = ()
     token: str = ""
     open_connections: int = 0
     total_connections: int = 0
+
+    @property
+    def public_url(self) -> str | None:
+        """
+        The main URL the edge gave the tunnel, or C{None} until bound;
+        setting it sets L{public_urls} to that one URL (or none).
+        """
+        return self.public_urls[0] if self.public_urls else None
+
+    @public_url.setter
+    def public_url(self, url: str | None) -> None:
+        self.public_urls = (url,) if url else ()
+
+    def named_urls(self) -> list[tuple[str, str]]:
+        """
+        Name each public URL as ngrok v2 names its tunnels: when an HTTP
+        tunnel has both an C{https} and an C{http} URL, the C{http} one is
+        called C{"NAME (http)"}; every other URL carries the plain name.
+
+        @return: C{(name, url)} for each URL in L{public_urls}.
+        """
+        twin = f"{self.name} (http)" if len(self.public_urls) > 1 else self.name
+        return [
+            (twin if url.startswith("http:") else self.name, url)
+            for url in self.public_urls
+        ]
 
     @property
     def name(self) -> str:
@@ -100,4 +145,18 @@ class Tunnel:
                 for credential in definition.basic_auth
             ),
             schemes=definition.schemes,
+            host_header=self._host_header(),
         )
+
+    def _host_header(self) -> str:
+        """
+        @return: the C{Host} the edge writes into each request: C{""} to
+            preserve the public one, the upstream's for C{rewrite}, else the
+            literal value.
+        """
+        host_header = self.definition.host_header or "preserve"
+        if host_header == "preserve":
+            return ""
+        if host_header == "rewrite":
+            return rewritten_host(self.definition.addr)
+        return host_header
