@@ -404,7 +404,9 @@ class AuthtokenTests(EdgeTestCase):
         self.assertEqual(
             config.check_token("tok-a"),
             AuthtokenGrant(
-                "a", (HostPort("e.example", 20001),), hashlib.sha256(b"tok-a").digest()
+                "a",
+                (HostPort("e.example", 20001),),
+                token_digest=hashlib.sha256(b"tok-a").digest(),
             ),
         )
 

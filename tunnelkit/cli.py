@@ -24,6 +24,7 @@ from tunnelkit.config import (
     parse_upstream_address,
     set_agent_config_key,
 )
+from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.options import TunnelkitOptions
 from tunnelkit.runtime import install_logs, stop_reactor
@@ -299,6 +300,9 @@ def _run_edge(
         stdout.write(
             f"tunnelkit edge listening for agents on {address.host}:{address.port}\n"
         )
+        for scheme, listener in edge.http_ports.items():
+            public = format_address(listener.getHost())
+            stdout.write(f"tunnelkit edge serving {scheme} on {public}\n")
         if edge.ca_path is not None:
             stdout.write(
                 f"Agents must trust the edge's CA: root_cas: {edge.ca_path.path}\n"

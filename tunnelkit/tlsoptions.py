@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -105,6 +106,29 @@ def server_tls_options(
         extraCertChain=[X509.from_cryptography(c) for c in certificates[1:]],
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
+
+
+def offer_http1(options: CertificateOptions) -> CertificateOptions:
+    """
+    Make server options answer ALPN as an HTTP/1.1 server: C{http/1.1} when
+    the client offers it, and no protocol otherwise, so that the handshake
+    goes on and the client falls back to HTTP/1.1.
+
+    Twisted's own ALPN callback answers an empty protocol name when nothing
+    overlaps, which current OpenSSL turns into an C{internal_error} alert:
+    every browser and curl, which offer C{h2} and C{http/1.1}, would fail.
+
+    @param options: server options, not yet used for a connection.
+    @return: C{options}, whose context now carries the callback.
+    """
+
+    def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
+        if b"http/1.1" in offered:
+            return b"http/1.1"
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    options.getContext().set_alpn_select_callback(select)
+    return options
 
 
 def _public_der(key: CertificatePublicKeyTypes | PublicKeyTypes) -> bytes:

@@ -41,15 +41,20 @@ EDGE_KEYS = frozenset(
         "session_grace",
         "heartbeat_interval",
         "heartbeat_tolerance",
+        "http_head_timeout",
+        "http_max_header_size",
         "log",
         "log_level",
         "log_format",
     }
 )
-_AUTHTOKEN_KEYS = frozenset({"name", "token", "token_sha256", "reserved_addrs"})
+_AUTHTOKEN_KEYS = frozenset(
+    {"name", "token", "token_sha256", "reserved_addrs", "hostnames"}
+)
 _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_HOSTNAME_PATTERN = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$")
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,15 @@ class AuthtokenGrant:
 
     @ivar name: the name the operator gave the token (safe to log).
     @ivar reserved_addrs: the public TCP addresses this token may bind.
+    @ivar hostnames: the host names this token may bind for HTTP and TLS
+        tunnels, exact (C{app.example.com}) or wildcards
+        (C{*.example.com}); no other token may take a name they cover.
     @ivar token_digest: the SHA-256 digest of the token (not shown by repr).
     """
 
     name: str
     reserved_addrs: tuple[HostPort, ...] = ()
+    hostnames: tuple[str, ...] = ()
     token_digest: bytes = field(default=b"", repr=False)
 
 
@@ -125,6 +134,10 @@ class EdgeConfig:
     @ivar heartbeat_interval: seconds between heartbeats.
     @ivar heartbeat_tolerance: seconds without an answer before a session is
         torn down.
+    @ivar http_head_timeout: seconds a public HTTP client has to send a
+        complete request head before it is answered 408.
+    @ivar http_max_header_size: the largest request head accepted, in bytes;
+        larger ones are answered 431.
     @ivar log: C{stdout}, C{stderr}, C{false} or an absolute file path.
     @ivar log_level: C{crit}, C{warn}, C{error}, C{info} or C{debug}.
     @ivar log_format: C{term}, C{logfmt} or C{json}.
@@ -148,6 +161,8 @@ class EdgeConfig:
     session_grace: float = 60.0
     heartbeat_interval: float = 10.0
     heartbeat_tolerance: float = 15.0
+    http_head_timeout: float = 30.0
+    http_max_header_size: int = 32768
     log: str = "false"
     log_level: str = "info"
     log_format: str = "term"
@@ -224,6 +239,8 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
         session_grace=root.duration("session_grace", 60.0),
         heartbeat_interval=root.duration("heartbeat_interval", 10.0),
         heartbeat_tolerance=root.duration("heartbeat_tolerance", 15.0),
+        http_head_timeout=root.duration("http_head_timeout", 30.0),
+        http_max_header_size=_read_header_size(root),
         log=log.log,
         log_level=log.log_level,
         log_format=log.log_format,
@@ -340,11 +357,21 @@ def _read_port_range(root: Section) -> PortRange:
     return PortRange(low, high)
 
 
+def _read_header_size(root: Section) -> int:
+    size = root.integer("http_max_header_size", 32768)
+    if not 1024 <= size <= 1048576:
+        raise root.key_error(
+            "http_max_header_size", f"{size} must lie within 1024-1048576 bytes"
+        )
+    return size
+
+
 def _read_authtokens(root: Section) -> tuple[AuthtokenGrant, ...]:
     grants: list[AuthtokenGrant] = []
     names: set[str] = set()
     digests: dict[bytes, str] = {}
     reserved: dict[int, str] = {}
+    patterns: dict[str, str] = {}
     for item_key, node in root.items("authtokens") or []:
         if not isinstance(node, YamlMapping):
             raise root.invalid(
@@ -374,6 +401,14 @@ def _read_authtokens(root: Section) -> tuple[AuthtokenGrant, ...]:
                     " by port, so each port can be reserved once",
                 )
             reserved[addr.port] = grant.name
+        for pattern in grant.hostnames:
+            if pattern in patterns:
+                raise item.key_error(
+                    "hostnames",
+                    f"{pattern} is already listed for {patterns[pattern]!r}; a"
+                    " host name can belong to one authtoken",
+                )
+            patterns[pattern] = grant.name
         names.add(grant.name)
         digests[grant.token_digest] = grant.name
         grants.append(grant)
@@ -412,7 +447,27 @@ def _read_grant(item: Section) -> AuthtokenGrant:
     addrs = tuple(
         item.host_port_of(key, node) for key, node in item.items("reserved_addrs") or []
     )
-    return AuthtokenGrant(name=name, reserved_addrs=addrs, token_digest=digest)
+    return AuthtokenGrant(
+        name=name,
+        reserved_addrs=addrs,
+        hostnames=_read_hostnames(item),
+        token_digest=digest,
+    )
+
+
+def _read_hostnames(item: Section) -> tuple[str, ...]:
+    hostnames = []
+    for key, node in item.items("hostnames") or []:
+        pattern = item.text_of(key, node).strip().lower().rstrip(".")
+        if not _HOSTNAME_PATTERN.match(pattern) or len(pattern) > 253:
+            raise item.invalid(
+                key,
+                node,
+                f"{pattern!r} is not a host name or wildcard such as"
+                " app.example.com or *.example.com",
+            )
+        hostnames.append(pattern)
+    return tuple(hostnames)
 
 
 def _read_state_dir(root: Section) -> str:

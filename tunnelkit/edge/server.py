@@ -1,6 +1,7 @@
 """
-The edge server: the TLS listener agents dial, their sessions, and the
-public TCP ports bound for them.
+The edge server: the TLS listener agents dial, their sessions, the public
+TCP ports bound for them, and the public HTTP and HTTPS listeners whose
+host names route to HTTP bindings.
 """
 
 import os
@@ -12,6 +13,7 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     TimeoutError,
+    ensureDeferred,
     maybeDeferred,
 )
 from twisted.internet.endpoints import serverFromString
@@ -23,7 +25,10 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from tunnelkit.config import AuthtokenGrant, EdgeConfig
-from tunnelkit.control.messages import Bind, TcpOpts
+from tunnelkit.control.messages import Bind, HttpOpts, TcpOpts
+from tunnelkit.edge.hosts import HostTable, is_valid_pattern, pattern_covers
+from tunnelkit.edge.hosts import random_name
+from tunnelkit.edge.http import HttpBinding, HttpIngressFactory
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.session import EdgeSession
 from tunnelkit.addresses import format_address
@@ -32,6 +37,7 @@ from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
 from tunnelkit.runtime import stop_reactor
+from tunnelkit.tlsoptions import offer_http1
 from tunnelkit.tlstransport import LinkTLSFactory
 
 _log = Logger()
@@ -41,6 +47,11 @@ STOP_TIMEOUT = 5.0
 
 MAX_BIND_ATTEMPTS = 64
 """Ports of the range tried before a bind fails with TK_PORT_RANGE_EXHAUSTED."""
+
+MAX_NAME_ATTEMPTS = 8
+"""Random names tried before an HTTP bind fails with TK_HOSTNAME_TAKEN."""
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _AgentListenerFactory(Factory):
@@ -68,6 +79,9 @@ class EdgeServer(Service):
     for them.
 
     @ivar agent_port: the agent listener once listening.
+    @ivar http_ports: the public HTTP and HTTPS listeners once listening, by
+        scheme.
+    @ivar hosts: the HTTP bindings by host name, for the ingress listeners.
     @ivar ca_path: the generated CA certificate agents must trust, when the
         edge made its own certificate.
     """
@@ -89,9 +103,14 @@ class EdgeServer(Service):
         self.session_owners: dict[str, str] = {}
         self.connections: set[EdgeSession] = set()
         self.tcp_bindings: dict[int, TcpBinding] = {}
+        self.hosts: HostTable[HttpBinding] = HostTable()
+        self.head_timeout = config.http_head_timeout
+        self.max_header_size = config.http_max_header_size
+        self.http_ports: dict[str, IListeningPort] = {}
         self.agent_port: IListeningPort | None = None
         self.ca_path: FilePath | None = None
         self.tokens: AffinityTokens | None = None
+        self._secret = b""
         self._grace_timer: IDelayedCall | None = None
         self._stopping = False
         self.start_failed: Deferred = Deferred()
@@ -115,23 +134,52 @@ class EdgeServer(Service):
 
     def start(self) -> Deferred:
         """
-        Prepare the certificate and listen for agents.
+        Prepare the certificate, listen for agents, then on the public HTTP
+        and HTTPS listeners that are configured.
 
         @return: a Deferred that fires with the agent listener's port.
         """
-        state_dir = FilePath(os.path.expanduser(self.config.state_dir))
-        self.tokens = AffinityTokens(_load_secret(state_dir))
-        options = self._tls_options(state_dir)
-        factory = LinkTLSFactory(options, False, _AgentListenerFactory(self))
-        endpoint = serverFromString(self.reactor, self.config.agent_listener)
-        listening = endpoint.listen(factory)
-        listening.addCallback(self._listening)
-        return listening
+        return ensureDeferred(self._start())
 
-    def _tls_options(self, state_dir: FilePath) -> Any:
+    async def _start(self) -> IListeningPort:
+        config = self.config
+        state_dir = FilePath(os.path.expanduser(config.state_dir))
+        self._secret = _load_secret(state_dir)
+        self.tokens = AffinityTokens(self._secret)
+        cert, key = self._certificate_files(state_dir)
+        options = server_tls_options(cert, key)
+        factory = LinkTLSFactory(options, False, _AgentListenerFactory(self))
+        endpoint = serverFromString(self.reactor, config.agent_listener)
+        port = self._listening(await endpoint.listen(factory))
+        listeners = [
+            ("http", config.http_listener, HttpIngressFactory(self, "http")),
+            (
+                "https",
+                config.https_listener,
+                LinkTLSFactory(
+                    offer_http1(server_tls_options(cert, key)),
+                    False,
+                    HttpIngressFactory(self, "https"),
+                ),
+            ),
+        ]
+        for scheme, description, public in listeners:
+            if description is None:
+                continue
+            endpoint = serverFromString(self.reactor, description)
+            listener = await endpoint.listen(public)
+            self.http_ports[scheme] = listener
+            _log.info(
+                "edge serving {scheme} on {address}",
+                scheme=scheme,
+                address=format_address(listener.getHost()),
+            )
+        return port
+
+    def _certificate_files(self, state_dir: FilePath) -> tuple[FilePath, FilePath]:
         tls = self.config.tls
         if tls is not None:
-            return server_tls_options(FilePath(tls.cert), FilePath(tls.key))
+            return FilePath(tls.cert), FilePath(tls.key)
         certificate = ensure_edge_certificate(state_dir, certificate_names(self.config))
         self.ca_path = certificate.ca_path
         if certificate.created_ca:
@@ -140,7 +188,7 @@ class EdgeServer(Service):
                 " (root_cas: {ca})",
                 ca=certificate.ca_path.path,
             )
-        return server_tls_options(certificate.cert_path, certificate.key_path)
+        return certificate.cert_path, certificate.key_path
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.agent_port = port
@@ -161,6 +209,9 @@ class EdgeServer(Service):
         if self.agent_port is not None:
             waiting.append(self.agent_port.stopListening())
             self.agent_port = None
+        for listener in self.http_ports.values():
+            waiting.append(listener.stopListening())
+        self.http_ports.clear()
         if self._grace_timer is not None and self._grace_timer.active():
             self._grace_timer.cancel()
         self._grace_timer = None
@@ -230,7 +281,11 @@ class EdgeServer(Service):
         previous = self.sessions.get(requested)
         if previous is not None and previous is not session:
             self._retire(previous)
-        resumed = previous is not None or self.ports.has_holds(requested)
+        resumed = (
+            previous is not None
+            or self.ports.has_holds(requested)
+            or any(b.session_id == requested for b in self.hosts.values())
+        )
         self.sessions[requested] = session
         self.session_owners[requested] = owner
         return requested, resumed
@@ -260,11 +315,14 @@ class EdgeServer(Service):
     def _drop(self, session: EdgeSession, session_id: str) -> None:
         if self._stopping:
             return
+        now = self.reactor.seconds()
+        grace = self.config.session_grace
         for binding in session.bindings.values():
             binding.session = None
+            if isinstance(binding, HttpBinding):
+                binding.expires = now + grace
         session.bindings.clear()
-        now = self.reactor.seconds()
-        held = self.ports.session_dropped(session_id, now, self.config.session_grace)
+        held = self.ports.session_dropped(session_id, now, grace)
         if held:
             _log.info(
                 "keeping ports {ports} of session {session_id} for {grace}s",
@@ -277,7 +335,11 @@ class EdgeServer(Service):
     def _schedule_expiry(self) -> None:
         if self._grace_timer is not None and self._grace_timer.active():
             self._grace_timer.cancel()
-        next_expiry = self.ports.next_expiry()
+        expiries = [b.expires for b in self.hosts.values() if b.expires is not None]
+        port_expiry = self.ports.next_expiry()
+        if port_expiry is not None:
+            expiries.append(port_expiry)
+        next_expiry = min(expiries, default=None)
         if next_expiry is None:
             self._grace_timer = None
             return
@@ -291,8 +353,20 @@ class EdgeServer(Service):
             if binding is not None:
                 _log.info("released port {port} after the grace period", port=port)
                 self._stop_listening(binding)
+        now = self.reactor.seconds()
+        for http_binding in self.hosts.values():
+            if http_binding.expires is not None and http_binding.expires <= now:
+                _log.info(
+                    "released {name} after the grace period", name=http_binding.name
+                )
+                self.hosts.remove(http_binding.name, http_binding)
+        held_names = {b.session_id for b in self.hosts.values()}
         for session_id in list(self.session_owners):
-            if session_id not in self.sessions and not self.ports.has_holds(session_id):
+            if (
+                session_id not in self.sessions
+                and session_id not in held_names
+                and not self.ports.has_holds(session_id)
+            ):
                 del self.session_owners[session_id]
         self._schedule_expiry()
 
@@ -430,6 +504,167 @@ class EdgeServer(Service):
             del self.tcp_bindings[binding.port]
         self._stop_listening(binding)
 
+    # HTTP bindings
+
+    def bind_http(self, session: EdgeSession, request: Bind) -> HttpBinding:
+        """
+        Bind a public host name for an HTTP tunnel: the hostname or
+        subdomain asked for, if the authtoken may take it, else a random
+        name under the edge's domain that stays the same for the session.
+
+        @return: the binding, registered in L{hosts}.
+        """
+        assert session.session_id is not None and session.grant is not None
+        opts = request.opts if isinstance(request.opts, HttpOpts) else HttpOpts()
+        schemes = self._http_schemes(opts)
+        credentials = _check_credentials(opts.basic_auth)
+        name = self._http_name(session, request, opts)
+
+        previous = self.hosts.get(name)
+        if previous is not None:
+            self.hosts.remove(name, previous)
+        urls = tuple(self._url(scheme, name) for scheme in ("https", "http"))
+        binding = HttpBinding(
+            binding_id=request.id,
+            name=name,
+            schemes=frozenset(schemes),
+            urls=tuple(url for url in urls if url.split(":", 1)[0] in schemes),
+            forwards_to=request.forwards_to,
+            session_id=session.session_id,
+            owner=session.grant.name,
+            host_header=opts.host_header.encode("latin-1", "replace"),
+            auth_digests=HttpBinding.digests_of(credentials),
+            session=session,
+        )
+        self.hosts.add(name, binding)
+        return binding
+
+    def unbind_http(self, binding: HttpBinding) -> None:
+        """
+        Remove an HTTP binding's name at once.
+        """
+        binding.session = None
+        self.hosts.remove(binding.name, binding)
+
+    def _http_schemes(self, opts: HttpOpts) -> set[str]:
+        if not self.http_ports:
+            raise TunnelkitError(
+                "TK_PROTO_UNSUPPORTED",
+                "This edge serves no HTTP tunnels: its operator has set neither"
+                " http_listener nor https_listener. Use a tcp tunnel.",
+            )
+        asked = set(opts.schemes) or {"http", "https"}
+        unknown = asked - set(_DEFAULT_PORTS)
+        if unknown:
+            raise TunnelkitError(
+                "TK_BAD_MESSAGE",
+                f"Unknown scheme {sorted(unknown)[0]!r} in bind.opts.schemes; use"
+                " http or https.",
+            )
+        served = {scheme for scheme in asked if scheme in self.http_ports}
+        if not served:
+            raise TunnelkitError(
+                "TK_SCHEME_UNAVAILABLE",
+                f"This edge serves only {' and '.join(sorted(self.http_ports))};"
+                f" ask for that scheme instead of {' and '.join(sorted(asked))}.",
+            )
+        return served
+
+    def _http_name(self, session: EdgeSession, request: Bind, opts: HttpOpts) -> str:
+        grant = session.grant
+        assert grant is not None and session.session_id is not None
+        domain = self.config.domain
+        if opts.hostname:
+            name = opts.hostname.strip().lower().rstrip(".")
+            if not is_valid_pattern(name):
+                raise TunnelkitError(
+                    "TK_HOSTNAME_INVALID",
+                    f"{opts.hostname!r} is not a valid host name; write one such"
+                    " as app.example.com or *.example.com.",
+                )
+            allowed = any(pattern_covers(p, name) for p in grant.hostnames)
+            if not allowed and not _directly_under(name, domain):
+                raise TunnelkitError(
+                    "TK_HOSTNAME_NOT_ALLOWED",
+                    f"The authtoken {grant.name!r} may not bind {name}; ask the"
+                    " edge's operator to list it under the token's hostnames,"
+                    f" or use a subdomain of {domain}.",
+                )
+        elif opts.subdomain:
+            name = f"{opts.subdomain.strip().lower()}.{domain}"
+            if not is_valid_pattern(name) or name.startswith("*"):
+                raise TunnelkitError(
+                    "TK_HOSTNAME_INVALID",
+                    f"{opts.subdomain!r} is not a valid subdomain; use letters,"
+                    " digits and hyphens.",
+                )
+        else:
+            return self._random_name(session, request.id)
+        self._check_reservation(grant.name, grant.hostnames, name)
+        self._check_holder(session, request.id, name)
+        return name
+
+    def _check_reservation(
+        self, owner: str, own_patterns: tuple[str, ...], name: str
+    ) -> None:
+        if any(pattern_covers(p, name) for p in own_patterns):
+            return
+        for grant in self.config.authtokens:
+            if grant.name != owner and any(
+                pattern_covers(p, name) for p in grant.hostnames
+            ):
+                raise TunnelkitError(
+                    "TK_HOSTNAME_RESERVED",
+                    f"{name} is reserved for another authtoken on this edge;"
+                    " choose another name.",
+                )
+
+    def _check_holder(self, session: EdgeSession, binding_id: str, name: str) -> None:
+        holder = self.hosts.get(name)
+        if holder is None:
+            return
+        if holder.session_id == session.session_id:
+            if holder.binding_id == binding_id or holder.session is None:
+                return
+            raise TunnelkitError(
+                "TK_HOSTNAME_TAKEN",
+                f"{name} is already bound by this agent's tunnel"
+                f" {holder.binding_id!r}; give each tunnel its own name.",
+            )
+        assert session.grant is not None
+        if holder.session is None and holder.owner == session.grant.name:
+            # The same authtoken's earlier session is gone and its grace
+            # period runs: a restarted agent takes its names over.
+            return
+        raise TunnelkitError(
+            "TK_HOSTNAME_TAKEN",
+            f"{name} is already bound by another agent session; stop that"
+            " agent or choose another name.",
+        )
+
+    def _random_name(self, session: EdgeSession, binding_id: str) -> str:
+        scope = _token_scope(session)
+        for attempt in range(MAX_NAME_ATTEMPTS):
+            name = random_name(self._secret, scope, binding_id, attempt)
+            name = f"{name}.{self.config.domain}"
+            holder = self.hosts.get(name)
+            if holder is None or holder.session_id == session.session_id:
+                return name
+        raise TunnelkitError(
+            "TK_HOSTNAME_TAKEN",
+            "No free random name was found for this tunnel; try again, or ask"
+            " for a subdomain.",
+        )
+
+    def _url(self, scheme: str, name: str) -> str:
+        listener = self.http_ports.get(scheme)
+        if listener is None:
+            return f"{scheme}://{name}"
+        port = getattr(listener.getHost(), "port", 0)
+        if port == _DEFAULT_PORTS[scheme]:
+            return f"{scheme}://{name}"
+        return f"{scheme}://{name}:{port}"
+
     def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
         listener, binding.listener = binding.listener, None
         if listener is None:
@@ -444,6 +679,32 @@ def _token_scope(session: EdgeSession) -> str:
     """
     assert session.grant is not None and session.session_id is not None
     return f"{session.grant.name}\0{session.session_id}"
+
+
+def _directly_under(name: str, domain: str) -> bool:
+    """
+    Whether C{name} is one label below C{domain}, as a subdomain would be.
+    """
+    label, dot, rest = name.partition(".")
+    return bool(dot) and rest == domain and label != "*"
+
+
+def _check_credentials(credentials: tuple[str, ...]) -> tuple[str, ...]:
+    """
+    Check the basic-auth users of a bind request.
+
+    @raise TunnelkitError: C{TK_BASIC_AUTH_INVALID} for a credential without
+        a user or with a password under 8 characters.
+    """
+    for credential in credentials:
+        user, colon, password = credential.partition(":")
+        if not colon or not user or len(password) < 8:
+            raise TunnelkitError(
+                "TK_BASIC_AUTH_INVALID",
+                "Each basic-auth credential must be user:password with a"
+                " password of at least 8 characters.",
+            )
+    return credentials
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:

@@ -34,6 +34,7 @@ from tunnelkit.control.rpc import (
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
+from tunnelkit.edge.http import HttpBinding
 from tunnelkit.edge.tcp import TcpBinding
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class EdgeSession:
 
     @ivar session_id: the id given at authentication, or C{None} before.
     @ivar grant: the authtoken grant the agent authenticated with.
-    @ivar bindings: the agent's TCP bindings by binding id.
+    @ivar bindings: the agent's TCP and HTTP bindings by binding id.
     """
 
     def __init__(self, server: "EdgeServer", clock: IReactorTime) -> None:
@@ -96,7 +97,7 @@ class EdgeSession:
         self.session_id: str | None = None
         self.grant: AuthtokenGrant | None = None
         self.agent_version = ""
-        self.bindings: dict[str, TcpBinding] = {}
+        self.bindings: dict[str, TcpBinding | HttpBinding] = {}
         self.dispatch = RpcDispatch()
         self.dispatch.register(Auth, self.auth)
         self.dispatch.register(Bind, self.bind)
@@ -198,11 +199,11 @@ class EdgeSession:
         Bind a public endpoint for one of the agent's tunnels.
         """
         self._require_auth()
-        if request.proto != "tcp":
+        if request.proto not in ("tcp", "http", "https"):
             raise TunnelkitError(
                 "TK_PROTO_UNSUPPORTED",
                 f"This edge does not serve {request.proto} tunnels yet; use a tcp"
-                " tunnel.",
+                " or http tunnel.",
             )
         if not request.id:
             raise TunnelkitError("TK_BAD_MESSAGE", "A bind request needs an id.")
@@ -213,15 +214,23 @@ class EdgeSession:
                 f"This session already has a binding with id {request.id!r};"
                 " unbind it first or use another name.",
             )
-        binding, token = self.server.bind_tcp(self, request)
+        binding: TcpBinding | HttpBinding
+        if request.proto == "tcp":
+            binding, token = self.server.bind_tcp(self, request)
+            urls: tuple[str, ...] = (binding.url,)
+        else:
+            binding = self.server.bind_http(self, request)
+            token, urls = "", binding.urls
         self.bindings[request.id] = binding
         _log.info(
             "bound {url} for agent {session_id} tunnel {name}",
-            url=binding.url,
+            url=" ".join(urls),
             session_id=self.session_id,
             name=request.name,
         )
-        return BindResp(id=request.id, url=binding.url, proto="tcp", token=token)
+        return BindResp(
+            id=request.id, url=urls[0], proto=request.proto, token=token, urls=urls
+        )
 
     def unbind(self, request: Unbind) -> UnbindResp:
         """
@@ -234,8 +243,14 @@ class EdgeSession:
                 "TK_BINDING_UNKNOWN",
                 f"This session has no binding with id {request.id!r}.",
             )
-        self.server.unbind_tcp(binding)
+        self._unbind(binding)
         return UnbindResp()
+
+    def _unbind(self, binding: TcpBinding | HttpBinding) -> None:
+        if isinstance(binding, HttpBinding):
+            self.server.unbind_http(binding)
+        else:
+            self.server.unbind_tcp(binding)
 
     def server_info(self, request: ServerInfo) -> ServerInfoResp:
         """
@@ -256,7 +271,7 @@ class EdgeSession:
         """
         binding = self.bindings.pop(binding_id, None)
         if binding is not None:
-            self.server.unbind_tcp(binding)
+            self._unbind(binding)
         request = StopTunnel(id=binding_id, message=message, error_code=error_code)
         return self._call(request)
 

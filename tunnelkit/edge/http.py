@@ -1,0 +1,604 @@
+"""
+Public HTTP at the edge: each connection's requests are parsed as they
+arrive, routed by C{Host} to an HTTP binding, checked, and streamed to the
+agent over one proxied stream, while the agent's responses flow back to the
+client byte for byte.
+
+Request heads are parsed with httptools (llhttp); bodies, whether sized by
+C{Content-Length} or chunked, pass through in the pieces they arrive in and
+are never held whole. The edge changes a request only by adding
+C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host} (replacing
+any the client sent for the last two) and, when the tunnel asks, the
+C{Host} header; chunked bodies are framed anew, so chunk sizes and trailers
+are not kept.
+
+Responses are not parsed. So that they stay in order, a request the edge
+refuses after others went to the agent on the same connection is answered
+only once the agent has finished the earlier ones: the edge half-closes the
+stream, waits for the agent to close its side, then writes its error page
+and closes the connection.
+
+Known limits: after an upgrade request (WebSocket) the connection carries raw
+bytes both ways, even if the upstream declined the upgrade; a connection
+idle between requests is closed by the upstream's keep-alive timeout, not by
+the edge.
+"""
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import httptools
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnelkit.addresses import format_address
+from tunnelkit.control.messages import ProxyHeader, encode_message
+from tunnelkit.edge.hosts import normalise_host
+from tunnelkit.errorpage import error_response
+from tunnelkit.errors import TunnelkitError
+from tunnelkit.tlstransport import read_in_large_pieces
+
+if TYPE_CHECKING:
+    from tunnelkit.edge.session import EdgeSession
+
+_log = Logger()
+
+_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+def _credential_digest(credential: bytes) -> bytes:
+    return hashlib.sha256(b"tunnelkit basic auth\0" + credential).digest()
+
+
+@dataclass(eq=False)
+class HttpBinding:
+    """
+    A public host name bound for one HTTP tunnel.
+
+    @ivar name: the host, or a wildcard such as C{*.example.com}.
+    @ivar schemes: the public schemes served, C{http} and/or C{https}.
+    @ivar urls: the public URLs, C{https} first.
+    @ivar host_header: the C{Host} the upstream sees, or C{b""} to pass the
+        public one through.
+    @ivar session: the agent session serving it, or C{None} while that
+        session is gone and the name is in its grace period.
+    @ivar session_id: the id of the session that holds the name.
+    @ivar owner: the name of the authtoken that holds it.
+    @ivar expires: when the grace period ends, or C{None} while connected.
+    """
+
+    binding_id: str
+    name: str
+    schemes: frozenset[str]
+    urls: tuple[str, ...]
+    forwards_to: str
+    session_id: str
+    owner: str
+    host_header: bytes = b""
+    auth_digests: tuple[bytes, ...] = field(default=(), repr=False)
+    session: "EdgeSession | None" = None
+    expires: float | None = None
+    open_connections: int = 0
+    total_connections: int = 0
+
+    @staticmethod
+    def digests_of(credentials: tuple[str, ...]) -> tuple[bytes, ...]:
+        """
+        @param credentials: C{user:password} strings.
+        @return: what L{authorized} compares against.
+        """
+        return tuple(_credential_digest(c.encode("utf-8")) for c in credentials)
+
+    def authorized(self, authorization: bytes | None) -> bool:
+        """
+        Check an C{Authorization} header against the binding's users. Every
+        user's digest is compared, in constant time, whatever matches.
+
+        @return: C{True} when the binding has no users, or the header gives
+            one of them.
+        """
+        if not self.auth_digests:
+            return True
+        presented = b""
+        if authorization is not None:
+            scheme, _, encoded = authorization.strip().partition(b" ")
+            if scheme.lower() == b"basic":
+                try:
+                    presented = base64.b64decode(encoded.strip(), validate=True)
+                except ValueError:
+                    presented = b""
+        digest = _credential_digest(presented)
+        matched = False
+        for expected in self.auth_digests:
+            matched |= hmac.compare_digest(digest, expected)
+        return matched and bool(presented)
+
+
+class _Refusal(Exception):
+    """
+    Stop parsing: the edge answers this request itself.
+    """
+
+    def __init__(self, response: bytes, why: str) -> None:
+        super().__init__(why)
+        self.response = response
+        self.why = why
+
+
+class _RequestStream(Protocol):
+    """
+    The edge's end of the stream that carries one public connection's
+    requests to the agent; what the agent sends back goes to the client.
+    """
+
+    # typing note: stream transports offer half-close, producers and abort,
+    # which no single Twisted interface declares.
+    transport: Any
+
+    def __init__(self, ingress: "HttpIngress", header: bytes) -> None:
+        self.ingress = ingress
+        self.header = header
+        self.answered = False
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.header)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.answered = True
+        ingress = self.ingress
+        if not ingress.lost:
+            ingress.transport.write(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.ingress.stream_lost(self, reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class HttpIngress(Protocol):
+    """
+    One public connection to the HTTP or HTTPS listener.
+
+    @ivar lost: whether the connection has closed.
+    """
+
+    # typing note: TCP and TLS transports both offer producers, half-close
+    # and abort, which no single Twisted interface declares.
+    transport: Any
+
+    def __init__(self, factory: "HttpIngressFactory", client: IAddress | None) -> None:
+        self.factory = factory
+        self.router = factory.router
+        self.scheme = factory.scheme
+        self.client = client
+        self.client_host = getattr(client, "host", "")
+        self.lost = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._state = "head"
+        self._head_size = 0
+        self._head_bytes = 0
+        self._head_timer: IDelayedCall | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunked = False
+        self._forwarding = False
+        self._host: str | None = None
+        self._binding: HttpBinding | None = None
+        self._stream: _RequestStream | None = None
+        self._refusal: _Refusal | None = None
+
+    # The public connection
+
+    def connectionMade(self) -> None:
+        self._start_head_timer()
+
+    def dataReceived(self, data: bytes) -> None:
+        state = self._state
+        if state == "raw":
+            self._stream_write(data)
+            return
+        if state != "head" and state != "body":
+            return
+        limit = self.router.max_header_size
+        offset = 0
+        while offset < len(data) and self._state in ("head", "body"):
+            piece = data[offset : offset + limit] if len(data) > limit else data
+            offset += len(piece)
+            if self._state == "head":
+                self._head_size += len(piece)
+            self._feed(piece)
+            if self._state == "head" and self._head_size > limit:
+                self._refuse(*self._too_large())
+        if self._state == "raw" and offset < len(data):
+            self._stream_write(data[offset:])
+
+    def _feed(self, piece: bytes) -> None:
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as upgrade:
+            start = upgrade.args[0] if upgrade.args else len(piece)
+            self._upgraded(piece[start:])
+        except httptools.HttpParserCallbackError:
+            refusal = self._refusal
+            if refusal is None:
+                raise
+            self._refusal = None
+            self._answer(refusal)
+        except httptools.HttpParserError as error:
+            _log.warn(
+                "malformed request from {client}: {error}",
+                client=format_address(self.client),
+                error=str(error),
+            )
+            self._refuse(
+                400,
+                "TK_BAD_REQUEST",
+                "Bad request",
+                "The request is not valid HTTP/1.1; check the client sending it.",
+            )
+
+    def readConnectionLost(self) -> None:
+        stream = self._stream
+        if stream is not None and self._state in ("head", "body", "raw"):
+            stream.transport.loseWriteConnection()
+        elif stream is None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
+        self._state = "closed"
+        self._cancel_head_timer()
+        binding = self._binding
+        if binding is not None:
+            binding.open_connections -= 1
+            self._binding = None
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.transport is not None:
+            stream.transport.abortConnection()
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._chunked = False
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.router.max_header_size:
+            self._stop(*self._too_large())
+        self._headers.append((name, value))
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            self._chunked = True
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._state = "body"
+        self._head_size = 0
+        parser = self._parser
+        method = parser.get_method()
+        host, authorization, forwarded_for = self._read_headers()
+        binding = self._route(method, host, authorization)
+        if self._stream is None:
+            self._open_stream(binding)
+        self._forwarding = True
+        self._stream_write(self._request_head(method, binding, forwarded_for))
+
+    def on_body(self, body: bytes) -> None:
+        if not self._forwarding:
+            return
+        if self._chunked:
+            self._stream_write(b"%x\r\n" % len(body))
+            self._stream_write(body)
+            self._stream_write(b"\r\n")
+        else:
+            self._stream_write(body)
+
+    def on_message_complete(self) -> None:
+        if self._forwarding and self._chunked:
+            self._stream_write(b"0\r\n\r\n")
+        self._forwarding = False
+        if self._state == "body":
+            self._state = "head"
+
+    # Routing and checks
+
+    def _read_headers(self) -> tuple[str | None, bytes | None, bytes | None]:
+        host_values = []
+        authorization = forwarded_for = None
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                host_values.append(value)
+            elif lowered == b"authorization":
+                authorization = value
+            elif lowered == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for
+        url = self._url
+        if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            authority = url.split(b"/", 3)[2]
+            host_values = [authority.rpartition(b"@")[2]]
+        if len(host_values) != 1:
+            self._stop(
+                400,
+                "TK_BAD_REQUEST",
+                "Bad request",
+                "The request must carry exactly one Host header naming the tunnel.",
+            )
+        host = normalise_host(host_values[0])
+        if host is None:
+            self._stop(
+                400,
+                "TK_BAD_REQUEST",
+                "Bad request",
+                "The request's Host header is not a valid host name.",
+            )
+        return host, authorization, forwarded_for
+
+    def _route(
+        self, method: bytes, host: str | None, authorization: bytes | None
+    ) -> HttpBinding:
+        assert host is not None
+        if self._host is not None and host != self._host:
+            self._stop(
+                421,
+                "TK_MISDIRECTED_REQUEST",
+                "Misdirected request",
+                f"This connection was opened for {self._host}, not {host}; open a"
+                " new connection for each host.",
+            )
+        binding = self.router.hosts.lookup(host)
+        if binding is None or self.scheme not in binding.schemes:
+            self._stop(
+                404,
+                "TK_TUNNEL_NOT_FOUND",
+                "Tunnel not found",
+                f"Tunnel {host} not found: no tunnel serves this host over"
+                f" {self.scheme} on this edge. Check the URL the agent printed.",
+            )
+        if binding.session is None:
+            self._stop(
+                503,
+                "TK_TUNNEL_OFFLINE",
+                "Tunnel offline",
+                f"The tunnel {host} is offline: its agent is not connected right"
+                " now. Try again once the agent has reconnected.",
+            )
+        if not binding.authorized(authorization):
+            self._stop(
+                401,
+                "TK_BASIC_AUTH_REQUIRED",
+                "Authentication required",
+                "This tunnel is protected by basic authentication; give a user"
+                " name and password it accepts.",
+                [(b"WWW-Authenticate", b'Basic realm="tunnelkit", charset="UTF-8"')],
+            )
+        self._host = host
+        return binding
+
+    def _request_head(
+        self, method: bytes, binding: HttpBinding, forwarded_for: bytes | None
+    ) -> bytes:
+        parser = self._parser
+        version = parser.get_http_version().encode("ascii")
+        lines = [method + b" " + self._url + b" HTTP/" + version]
+        public_host = b""
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"host":
+                public_host = value
+                if binding.host_header:
+                    value = binding.host_header
+            elif lowered == b"x-forwarded-for":
+                continue
+            elif lowered in _FORWARDED:
+                continue
+            lines.append(name + b": " + value)
+        client = self.client_host.encode("ascii")
+        if forwarded_for:
+            client = forwarded_for + b", " + client
+        lines.append(b"X-Forwarded-For: " + client)
+        lines.append(b"X-Forwarded-Proto: " + self.scheme.encode("ascii"))
+        lines.append(b"X-Forwarded-Host: " + public_host)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    # The stream to the agent
+
+    def _open_stream(self, binding: HttpBinding) -> None:
+        session = binding.session
+        assert session is not None
+        header = encode_message(
+            ProxyHeader(
+                binding_id=binding.binding_id,
+                client_addr=format_address(self.client),
+                proto=self.scheme,
+            )
+        )
+        stream = _RequestStream(self, header)
+        try:
+            opened = session.mux.open_stream(stream)
+        except TunnelkitError as error:
+            self._stop(
+                503,
+                "TK_TUNNEL_OFFLINE",
+                "Tunnel offline",
+                f"The agent serving {binding.name} cannot take connections right"
+                f" now ({error.message}). Try again in a moment.",
+            )
+        opened.addErrback(self._not_opened, stream)
+        self._stream = stream
+        self._binding = binding
+        binding.open_connections += 1
+        binding.total_connections += 1
+        read_in_large_pieces(self.transport)
+        self.transport.registerProducer(stream.transport, True)
+        stream.transport.registerProducer(self.transport, True)
+
+    def _not_opened(self, reason: Failure, stream: _RequestStream) -> None:
+        _log.warn(
+            "agent did not take connection from {client} to {host}: {error}",
+            client=format_address(self.client),
+            host=self._host,
+            error=reason.getErrorMessage(),
+        )
+        if stream is self._stream and not stream.answered and not self.lost:
+            self._stream = None
+            self._state = "refused"
+            self.transport.write(
+                error_response(
+                    502,
+                    "TK_AGENT_REFUSED",
+                    "Tunnel unavailable",
+                    f"The agent serving {self._host} did not accept the"
+                    " connection. Try again in a moment.",
+                )
+            )
+            self.transport.loseConnection()
+
+    def _stream_write(self, data: bytes) -> None:
+        stream = self._stream
+        if stream is not None and stream.transport is not None:
+            stream.transport.write(data)
+
+    def _upgraded(self, rest: bytes) -> None:
+        self._state = "raw"
+        if rest:
+            self._stream_write(rest)
+
+    def stream_lost(self, stream: _RequestStream, reason: Failure) -> None:
+        """
+        The agent closed the stream: close the public connection, after the
+        edge's own answer if one waits for the agent's responses to end.
+        """
+        if stream is not self._stream:
+            return
+        self._stream = None
+        if self.lost:
+            return
+        pending, self._refusal = self._refusal, None
+        if pending is not None:
+            self.transport.write(pending.response)
+            self.transport.loseConnection()
+        elif reason.check(type(connectionDone.value)):
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    # The edge's own answers
+
+    def _stop(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        sentence: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> NoReturn:
+        """
+        Refuse the request being parsed and stop parsing.
+
+        @raise _Refusal: always; the parser turns it into
+            C{HttpParserCallbackError}, which L{_feed} handles.
+        """
+        head_only = self._parser.get_method() == b"HEAD"
+        response = error_response(status, code, title, sentence, headers, head_only)
+        self._refusal = _Refusal(response, code)
+        _log.info(
+            "refused a request from {client}: {code}",
+            client=format_address(self.client),
+            code=code,
+            host=self._host,
+        )
+        raise self._refusal
+
+    def _refuse(self, status: int, code: str, title: str, sentence: str) -> None:
+        """
+        Answer with an error outside a parser callback.
+        """
+        self._answer(_Refusal(error_response(status, code, title, sentence), code))
+
+    def _answer(self, refusal: _Refusal) -> None:
+        self._state = "refused"
+        self._forwarding = False
+        self._cancel_head_timer()
+        stream = self._stream
+        if stream is None:
+            self.transport.write(refusal.response)
+            self.transport.loseConnection()
+            return
+        self._refusal = refusal
+        stream.transport.loseWriteConnection()
+
+    def _too_large(self) -> tuple[int, str, str, str]:
+        return (
+            431,
+            "TK_HEADER_TOO_LARGE",
+            "Request header too large",
+            f"The request's head is larger than this edge accepts"
+            f" ({self.router.max_header_size} bytes); send fewer or shorter"
+            " headers.",
+        )
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.router.reactor.callLater(
+            self.router.head_timeout, self._head_timed_out
+        )
+
+    def _cancel_head_timer(self) -> None:
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._state != "head" or self.lost:
+            return
+        _log.info(
+            "closing connection from {client}: no complete request in {timeout}s",
+            client=format_address(self.client),
+            timeout=self.router.head_timeout,
+        )
+        self._refuse(
+            408,
+            "TK_REQUEST_TIMEOUT",
+            "Request timeout",
+            f"The request's head did not arrive within"
+            f" {self.router.head_timeout:g} seconds.",
+        )
+
+
+class HttpIngressFactory(Factory):
+    """
+    Builds an L{HttpIngress} for each connection to a public HTTP or HTTPS
+    listener.
+
+    @ivar router: what requests are routed with: an object with C{hosts}
+        (a L{tunnelkit.edge.hosts.HostTable} of L{HttpBinding}), C{reactor},
+        C{head_timeout} and C{max_header_size}.
+    @ivar scheme: C{http} or C{https}, the scheme of this listener.
+    """
+
+    noisy = False
+
+    def __init__(self, router: Any, scheme: str) -> None:
+        self.router = router
+        self.scheme = scheme
+
+    def buildProtocol(self, addr: IAddress | None) -> HttpIngress:
+        return HttpIngress(self, addr)
