@@ -176,6 +176,21 @@ def select_tunnels(
                 metadata=options["metadata"],
             )
         ]
+    if command == "http":
+        return [
+            TunnelDefinition(
+                name=COMMAND_LINE_TUNNEL,
+                proto="http",
+                addr=options["upstream"],
+                metadata=options["metadata"],
+                inspect=options["inspect"],
+                subdomain=options["subdomain"],
+                hostname=options["hostname"],
+                basic_auth=options["credentials"],
+                schemes=options["schemes"],
+                host_header=options["host-header"],
+            )
+        ]
     if options["none"]:
         return []
     if options["all"]:

@@ -4,13 +4,27 @@ by both the C{tunnelkit} command and the twistd plugins, so that a flag
 means the same everywhere. Flags follow the ngrok agent's names.
 """
 
+import os
 import sys
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from twisted.python import usage
 
 from tunnelkit import __version__
+from tunnelkit.config import (
+    DEFAULT_SCHEMES,
+    SCHEMES_BY_BIND_TLS,
+    BasicAuthCredential,
+    UpstreamAddress,
+    parse_credential,
+    parse_host_header,
+    parse_hostname,
+    parse_subdomain,
+    parse_upstream_address,
+)
 from tunnelkit.config._values import LOG_FORMATS, LOG_LEVELS
+
+_T = TypeVar("_T")
 
 
 def check_log_flags(options: usage.Options) -> None:
@@ -32,7 +46,19 @@ def check_log_flags(options: usage.Options) -> None:
         )
 
 
-class _FlagsAnywhere(usage.Options):
+class _Command(usage.Options):
+    """
+    Options of a command whose help starts with its own synopsis, which
+    names the whole command; Twisted would put the parent's in front.
+    """
+
+    synopsis = ""
+
+    def getSynopsis(self) -> str:
+        return self.synopsis
+
+
+class _FlagsAnywhere(_Command):
     """
     Options whose flags may come after the positional arguments, as in
     C{tunnelkit tcp 22 --remote-addr HOST:PORT}; Twisted's parser alone stops
@@ -87,11 +113,13 @@ class CommonOptions(_FlagsAnywhere):
         self["configs"] = []
 
     def opt_config(self, paths: str) -> None:
-        """
-        path to a config file; repeat it or separate paths with commas, later
-        files override earlier ones
-        """
+        """a config file; repeat it, or separate paths with commas; later ones win"""
         self["configs"].extend(path for path in paths.split(",") if path)
+
+    def opt_version(self) -> None:
+        """print the tunnelkit version and exit"""
+        sys.stdout.write(f"tunnelkit version {__version__}\n")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         check_log_flags(self)
@@ -111,6 +139,159 @@ class TcpOptions(CommonOptions):
 
     def parseArgs(self, addr: str) -> None:  # type: ignore[override]
         self["addr"] = addr
+
+
+class HttpOptions(CommonOptions):
+    """
+    C{tunnelkit http PORT|HOST:PORT|URL}: serve a local web service, or a
+    directory with the built-in file server, at a public HTTP address.
+
+    After parsing, C{upstream} holds the parsed address, C{credentials} the
+    basic authentication users, C{schemes} the public schemes, C{hostname}
+    the host name asked for (from C{--hostname} or C{--domain}) and
+    C{inspect} a boolean.
+    """
+
+    synopsis = "tunnelkit http [options] PORT|HOST:PORT|URL"
+    longdesc = (
+        "PORT or HOST:PORT forwards to http://HOST:PORT (localhost by default);"
+        " https://HOST:PORT uses TLS to the upstream without verifying its"
+        " certificate; file:///ABSOLUTE/PATH serves that directory or file."
+        " A basic auth password must have 8 characters or more."
+    )
+    optParameters = [
+        [
+            "host-header",
+            None,
+            "preserve",
+            "the Host the upstream sees: preserve (the public one), rewrite (the"
+            " upstream's host) or a literal value",
+        ],
+        ["subdomain", None, None, "ask for this name under the edge's domain"],
+        ["hostname", None, None, "ask for this full host name"],
+        ["domain", None, None, "the same as --hostname (ngrok v3's name for it)"],
+        [
+            "bind-tls",
+            None,
+            None,
+            "ngrok v2's choice of schemes: true (https only), false (http only)"
+            " or both",
+        ],
+        ["inspect", None, "true", "capture requests for inspection: true or false"],
+        ["metadata", None, None, "free text attached to the tunnel"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["basic-auth"] = []
+        self["scheme"] = []
+
+    def opt_basic_auth(self, credential: str) -> None:
+        """user:password a request must carry; repeat it for more users"""
+        self["basic-auth"].append(credential)
+
+    def opt_auth(self, credential: str) -> None:
+        """the same as --basic-auth (ngrok v2's name for it)"""
+        self.opt_basic_auth(credential)
+
+    def opt_scheme(self, scheme: str) -> None:
+        """a public scheme, http or https; repeat it for both (default: both)"""
+        self["scheme"].append(scheme)
+
+    def parseArgs(self, addr: str) -> None:  # type: ignore[override]
+        self["addr"] = addr
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["upstream"] = self._upstream()
+        self["credentials"] = self._credentials()
+        self["schemes"] = self._schemes()
+        self["hostname"] = self._hostname()
+        self["inspect"] = _boolean("--inspect", self["inspect"])
+        if self["subdomain"] is not None:
+            self["subdomain"] = _checked(
+                "--subdomain", parse_subdomain, self["subdomain"]
+            )
+        try:
+            parse_host_header(self["host-header"])
+        except ValueError as error:
+            raise usage.UsageError(f"--host-header: {error}")
+
+    def _upstream(self) -> UpstreamAddress:
+        try:
+            upstream = parse_upstream_address(self["addr"], default_scheme="http")
+        except ValueError as error:
+            raise usage.UsageError(
+                f"{error}; give a port, host:port, or an http://, https:// or"
+                " file:/// URL"
+            )
+        if upstream.scheme == "file" and not os.path.exists(upstream.path):
+            raise usage.UsageError(
+                f"{upstream.path} does not exist; give the absolute path of a"
+                " directory or file to serve"
+            )
+        return upstream
+
+    def _credentials(self) -> tuple[BasicAuthCredential, ...]:
+        credentials = []
+        for text in self["basic-auth"]:
+            credentials.append(_checked("--basic-auth", parse_credential, text))
+        return tuple(credentials)
+
+    def _schemes(self) -> tuple[str, ...]:
+        bind_tls, schemes = self["bind-tls"], self["scheme"]
+        if bind_tls is not None and schemes:
+            raise usage.UsageError(
+                "--bind-tls and --scheme choose the same thing; give one of them"
+            )
+        if bind_tls is not None:
+            if bind_tls not in SCHEMES_BY_BIND_TLS:
+                raise usage.UsageError(
+                    f"--bind-tls must be true, false or both, not {bind_tls!r}"
+                )
+            return SCHEMES_BY_BIND_TLS[bind_tls]
+        for scheme in schemes:
+            if scheme not in ("http", "https"):
+                raise usage.UsageError(
+                    f"--scheme must be http or https, not {scheme!r}"
+                )
+        return tuple(s for s in DEFAULT_SCHEMES if s in schemes) or DEFAULT_SCHEMES
+
+    def _hostname(self) -> str | None:
+        hostname, domain = self["hostname"], self["domain"]
+        if hostname is not None and domain is not None:
+            raise usage.UsageError(
+                "--domain is another name for --hostname; give one of them"
+            )
+        flag = "--domain" if domain is not None else "--hostname"
+        name = domain if domain is not None else hostname
+        if name is None:
+            return None
+        if self["subdomain"] is not None:
+            raise usage.UsageError(f"give either --subdomain or {flag}, not both")
+        return _checked(flag, parse_hostname, name)
+
+
+def _boolean(flag: str, text: str) -> bool:
+    """
+    @return: the value of a flag written C{true} or C{false}.
+    @raise usage.UsageError: naming the flag, for any other word.
+    """
+    if text not in ("true", "false"):
+        raise usage.UsageError(f"{flag} must be true or false, not {text!r}")
+    return text == "true"
+
+
+def _checked(flag: str, parse: Callable[[str], _T], text: str) -> _T:
+    """
+    @return: C{parse(text)}.
+    @raise usage.UsageError: naming the flag, when C{parse} raises
+        C{ValueError}.
+    """
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise usage.UsageError(f"{flag}: {error}")
 
 
 class StartOptions(CommonOptions):
@@ -188,7 +369,7 @@ class CheckOptions(CommonOptions):
     synopsis = "tunnelkit config check [options]"
 
 
-class ConfigOptions(usage.Options):
+class ConfigOptions(_Command):
     """
     C{tunnelkit config}: edit and check the agent's config file.
     """
@@ -224,7 +405,7 @@ class EdgeOptions(_FlagsAnywhere):
         check_log_flags(self)
 
 
-class VersionOptions(usage.Options):
+class VersionOptions(_Command):
     """
     C{tunnelkit version}.
     """
@@ -243,6 +424,7 @@ class TunnelkitOptions(usage.Options):
         " starts an edge inside its own process on loopback."
     )
     subCommands = [
+        ["http", None, HttpOptions, "serve a local web service or directory over HTTP"],
         ["tcp", None, TcpOptions, "forward a public TCP address to a local port"],
         ["start", None, StartOptions, "start tunnels by name from the config"],
         ["config", None, ConfigOptions, "edit and check the config file"],
