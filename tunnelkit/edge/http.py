@@ -441,7 +441,6 @@ class HttpIngress(Protocol):
                 f"The agent serving {binding.name} cannot take connections right"
                 f" now ({error.message}). Try again in a moment.",
             )
-        opened.addErrback(self._not_opened, stream)
         self._stream = stream
         self._binding = binding
         binding.open_connections += 1
@@ -449,6 +448,7 @@ class HttpIngress(Protocol):
         read_in_large_pieces(self.transport)
         self.transport.registerProducer(stream.transport, True)
         stream.transport.registerProducer(self.transport, True)
+        opened.addErrback(self._not_opened, stream)
 
     def _not_opened(self, reason: Failure, stream: _RequestStream) -> None:
         _log.warn(
