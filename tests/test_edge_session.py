@@ -617,14 +617,15 @@ class BindTests(EdgeTestCase):
 
     def test_other_proto(self) -> None:
         """
-        A bind of another protocol than tcp is refused with
-        C{TK_PROTO_UNSUPPORTED}.
+        An http bind on an edge without HTTP listeners, and a tls bind, are
+        refused with C{TK_PROTO_UNSUPPORTED}.
         """
         session, _, _ = self.authed()
 
-        error = self.refused(Bind(id="web", name="web", proto="http"), session.bind)
+        for proto in ("http", "tls"):
+            error = self.refused(Bind(id="web", name="web", proto=proto), session.bind)
 
-        self.assertEqual(error.code, "TK_PROTO_UNSUPPORTED")
+            self.assertEqual(error.code, "TK_PROTO_UNSUPPORTED")
         self.assertIn("http", error.message)
         self.assertEqual(self.reactor.tcpServers, [])
 

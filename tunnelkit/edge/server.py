@@ -317,18 +317,22 @@ class EdgeServer(Service):
             return
         now = self.reactor.seconds()
         grace = self.config.session_grace
+        names = []
         for binding in session.bindings.values():
             binding.session = None
             if isinstance(binding, HttpBinding):
                 binding.expires = now + grace
+                names.append(binding.name)
         session.bindings.clear()
         held = self.ports.session_dropped(session_id, now, grace)
-        if held:
+        if held or names:
             _log.info(
-                "keeping ports {ports} of session {session_id} for {grace}s",
+                "keeping ports {ports} and names {names} of session {session_id}"
+                " for {grace}s",
                 ports=held,
+                names=names,
                 session_id=session_id,
-                grace=self.config.session_grace,
+                grace=grace,
             )
             self._schedule_expiry()
 
