@@ -42,6 +42,7 @@ from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.hosts import normalise_host
 from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.sockets import set_no_delay
 from tunnelkit.tlstransport import read_in_large_pieces
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class HttpIngress(Protocol):
     # The public connection
 
     def connectionMade(self) -> None:
+        set_no_delay(self.transport)
         self._start_head_timer()
 
     def dataReceived(self, data: bytes) -> None:
