@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.sockets import set_no_delay
 from tunnelkit.mux.frames import GoAwayCode
 from tunnelkit.mux.session import (
     BadStreamFrame,
@@ -451,6 +452,7 @@ class MuxProtocol(Protocol):
     def connectionMade(self) -> None:
         self.peer = self.transport.getPeer()
         self.host = self.transport.getHost()
+        set_no_delay(self.transport)
         self.transport.registerProducer(self, True)
         self._schedule_keepalive()
 
