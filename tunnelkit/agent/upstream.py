@@ -1,25 +1,45 @@
 """
 The agent's end of a proxied connection: dial the local service and join
-the stream to it.
+the stream to it, or, for an HTTP tunnel whose service cannot be reached,
+answer with an error page.
 """
 
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.control.messages import ProxyHeader
+from tunnelkit.errorpage import error_response
 from tunnelkit.splice import SpliceEnd, splice
 
 _log = Logger()
 
-UPSTREAM_CONNECT_TIMEOUT = 10
-"""Seconds to wait for the local service to accept a connection."""
+
+def unreachable_page(local: str, reason: str, head_only: bool = False) -> bytes:
+    """
+    Render the response an HTTP tunnel sends when its local service cannot
+    be reached.
+
+    @param local: the local address, such as C{http://localhost:8080}.
+    @param reason: why the connection failed.
+    @param head_only: leave the body out, for an answer to C{HEAD}.
+    @return: a complete C{502 Bad Gateway} response that closes the
+        connection.
+    """
+    return error_response(
+        502,
+        "TK_UPSTREAM_UNREACHABLE",
+        "The local service is unreachable",
+        f"The tunnel reached its agent, but the agent could not connect to"
+        f" {local}: {reason.rstrip('.')}. Start the service, or point the"
+        " tunnel at the address it listens on.",
+        head_only=head_only,
+    )
 
 
 class ProxiedStream(SpliceEnd):
@@ -27,6 +47,12 @@ class ProxiedStream(SpliceEnd):
     A stream from the edge carrying one public connection. Reading pauses
     until the local service answers, so at most one window of the client's
     bytes waits meanwhile.
+
+    When the service cannot be reached, a TCP tunnel's stream is reset, as
+    a refused connection would be. An HTTP tunnel's stream gets a C{502}
+    page with the code C{TK_UPSTREAM_UNREACHABLE} and is closed cleanly;
+    the page waits for the first bytes of the request, to leave out the
+    body when they start a C{HEAD}, and every byte read is dropped.
     """
 
     def __init__(self, reactor: Any, tunnel: Tunnel, header: ProxyHeader) -> None:
@@ -35,23 +61,32 @@ class ProxiedStream(SpliceEnd):
         self.tunnel = tunnel
         self.header = header
         self._counted = False
-        self._connecting: Deferred | None = None
+        self._connecting: Deferred[UpstreamEnd] | None = None
+        self._unreachable: str | None = None
+        self._answered = False
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
         self.tunnel.open_connections += 1
         self.tunnel.total_connections += 1
         self._counted = True
-        addr = self.tunnel.definition.addr
-        assert addr.port is not None, "TCP upstreams always have a port"
-        endpoint = HostnameEndpoint(
-            self.reactor, addr.host, addr.port, timeout=UPSTREAM_CONNECT_TIMEOUT
-        )
-        local = SpliceEnd()
-        self._connecting = endpoint.connect(Factory.forProtocol(lambda: local))
+        self._connecting = dial_upstream(self.reactor, self.tunnel.definition.addr)
         self._connecting.addCallbacks(self._connected, self._failed)
 
-    def _connected(self, local: SpliceEnd) -> None:
+    def dataReceived(self, data: bytes) -> None:
+        if self._unreachable is None:
+            super().dataReceived(data)
+        elif not self._answered:
+            self._early.append(data)
+            self._answer_unreachable()
+
+    def readConnectionLost(self) -> None:
+        if self._unreachable is None:
+            super().readConnectionLost()
+        elif not self._answered:
+            self._answer_unreachable(ended=True)
+
+    def _connected(self, local: UpstreamEnd) -> None:
         self._connecting = None
         if self.lost:
             local.transport.loseConnection()
@@ -71,8 +106,31 @@ class ProxiedStream(SpliceEnd):
             error=reason.getErrorMessage(),
             obj="tunnels",
         )
-        if not self.lost:
+        if self.lost:
+            return
+        if self.tunnel.proto != "http":
             self.transport.abortConnection()
+            return
+        self._unreachable = reason.getErrorMessage()
+        self.transport.resumeProducing()
+        self._answer_unreachable(ended=self._early_eof)
+
+    def _answer_unreachable(self, ended: bool = False) -> None:
+        """
+        Write the C{502} page and close, once the request's method can be
+        told (or the client sent all it will).
+        """
+        assert self._unreachable is not None
+        read = b"".join(self._early)
+        if len(read) < len(b"HEAD ") and not ended:
+            return
+        self._answered = True
+        self._early.clear()
+        page = unreachable_page(
+            self.tunnel.forwards_to, self._unreachable, read.startswith(b"HEAD ")
+        )
+        self.transport.write(page)
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._counted:
