@@ -1,7 +1,8 @@
 """
 Tests for L{tunnelkit.agent.upstream} and L{tunnelkit.agent.dial}: a
-proxied stream joined to an HTTP or HTTPS upstream on loopback, and the
-C{502} page when the upstream cannot be reached.
+proxied stream joined to an HTTP or HTTPS upstream on loopback, the
+C{502} page when the upstream cannot be reached, and the choice of the file
+server for C{file://} tunnels.
 
 A loopback TCP connection stands in for the stream from the edge: the test
 client writes what the edge would write, and reads what the public client
@@ -21,13 +22,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tunnelkit.agent.dial import UnverifiedClientTLS
+from tunnelkit.agent.fileserver import FileChannel
 from tunnelkit.agent.tunnel import Tunnel
-from tunnelkit.agent.upstream import ProxiedStream
+from tunnelkit.agent.upstream import ProxiedStream, stream_protocol
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
 from tunnelkit.control.messages import ProxyHeader
 from tunnelkit.errorpage import ERROR_CODE_HEADER
@@ -316,3 +320,38 @@ class UnreachableTests(UpstreamTestCase):
 
         self.assertEqual(answer, b"")
         self.assertEqual(tunnel.open_connections, 0)
+
+
+class StreamProtocolTests(SynchronousTestCase):
+    """
+    L{stream_protocol} picks the protocol of a stream by the upstream's
+    scheme.
+    """
+
+    def test_dialled(self) -> None:
+        """
+        An http upstream is dialled by a L{ProxiedStream}.
+        """
+        tunnel = http_tunnel(UpstreamAddress("http", "localhost", 8080))
+
+        protocol = stream_protocol(Clock(), tunnel, HEADER)
+
+        self.assertIsInstance(protocol, ProxiedStream)
+
+    def test_file_server(self) -> None:
+        """
+        A file upstream is served by the file server, and its connection
+        is counted while open.
+        """
+        tunnel = http_tunnel(UpstreamAddress("file", "", None, "/nonexistent"))
+        clock = Clock()
+
+        protocol = stream_protocol(clock, tunnel, HEADER)
+        protocol.makeConnection(StringTransport())
+        opened = (tunnel.open_connections, tunnel.total_connections)
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+
+        self.assertIsInstance(protocol, FileChannel)
+        self.assertEqual(opened, (1, 1))
+        self.assertEqual(tunnel.open_connections, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from tunnelkit import __version__
-from tunnelkit.agent.upstream import ProxiedStream
+from tunnelkit.agent.upstream import stream_protocol
 from tunnelkit.control.messages import (
     Auth,
     AuthResp,
@@ -128,7 +128,7 @@ class AgentSession:
             )
             transport.abortConnection()
             return Protocol()
-        return ProxiedStream(self.reactor, tunnel, header)
+        return stream_protocol(self.reactor, tunnel, header)
 
     def _stop_tunnel(self, request: StopTunnel) -> StopTunnelResp:
         tunnel = self.agent.tunnels.get(request.id)

@@ -1,23 +1,48 @@
 """
 The agent's end of a proxied connection: dial the local service and join
 the stream to it, or, for an HTTP tunnel whose service cannot be reached,
-answer with an error page.
+answer with an error page. A C{file://} tunnel's streams go to the
+built-in file server instead.
 """
 
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
+from tunnelkit.agent.fileserver import FileServer
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.control.messages import ProxyHeader
 from tunnelkit.errorpage import error_response
 from tunnelkit.splice import SpliceEnd, splice
 
 _log = Logger()
+
+
+def stream_protocol(reactor: Any, tunnel: Tunnel, header: ProxyHeader) -> IProtocol:
+    """
+    Choose the protocol for one stream of a tunnel, and count the
+    connection on the tunnel while it is open.
+
+    @return: a connection of the file server for a C{file://} tunnel, else
+        a L{ProxiedStream}.
+    """
+    addr = tunnel.definition.addr
+    if addr.scheme != "file":
+        return ProxiedStream(reactor, tunnel, header)
+    channel = FileServer(addr.path, reactor).connection()
+    tunnel.open_connections += 1
+    tunnel.total_connections += 1
+
+    def closed(result: None) -> None:
+        tunnel.open_connections -= 1
+
+    channel.closed.addCallback(closed)
+    return channel
 
 
 def unreachable_page(local: str, reason: str, head_only: bool = False) -> bytes:
