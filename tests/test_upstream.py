@@ -188,6 +188,28 @@ class HttpUpstreamTests(UpstreamTestCase):
 
         self.assertEqual((tunnel.total_connections, tunnel.open_connections), (1, 0))
 
+    @inlineCallbacks
+    def test_quiet(self) -> Steps[None]:
+        """
+        Dialling the upstream logs nothing at info level or above: no
+        factory starting and stopping for each connection.
+        """
+        port = yield serve(self, _HeadEcho)
+        tunnel = http_tunnel(UpstreamAddress("http", "127.0.0.1", port))
+        server = yield serve(self, lambda: ProxiedStream(reactor, tunnel, HEADER))
+        events: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_level", LogLevel.info) >= LogLevel.info:
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+        yield self.clients.exchange(server, REQUEST)
+
+        self.assertEqual([e.get("log_format") for e in events], [])
+
 
 class HttpsUpstreamTests(UpstreamTestCase):
     """

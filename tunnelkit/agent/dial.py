@@ -133,11 +133,13 @@ def dial_upstream(
     assert addr.port is not None, "only the file server has no port"
     tls = addr.scheme == "https"
     end = UpstreamEnd(tls)
+    factory = Factory.forProtocol(lambda: end)
+    factory.noisy = False
     endpoint: IStreamClientEndpoint = HostnameEndpoint(
         reactor, addr.host, addr.port, timeout=timeout
     )
     if not tls:
-        connected = endpoint.connect(Factory.forProtocol(lambda: end))
+        connected = endpoint.connect(factory)
         return connected.addCallback(lambda protocol: end)
 
     def handshake(connected: object) -> "Deferred[UpstreamEnd]":
@@ -145,7 +147,7 @@ def dial_upstream(
         return end.secured.addTimeout(timeout, reactor, _handshake_too_slow)
 
     endpoint = wrap_client_tls(UnverifiedClientTLS(addr.host), endpoint)
-    connecting = endpoint.connect(Factory.forProtocol(lambda: end))
+    connecting = endpoint.connect(factory)
     return connecting.addCallback(handshake)
 
 
