@@ -378,6 +378,15 @@ class FileTests(FileServerTestCase):
         self.assertEqual(response.status, 404)
         self.assertNotIn(b"pipe", listing.body)
 
+    def test_symlink_not_opened(self) -> None:
+        """
+        The opening refuses a path whose last part became a symlink after
+        it was resolved.
+        """
+        served = fileserver._ServedFile(os.path.join(self.root, "out.txt"), "out.txt")
+
+        self.assertRaises(OSError, served.openForReading)
+
     @inlineCallbacks
     def test_missing(self) -> Steps[None]:
         """

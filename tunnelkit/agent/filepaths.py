@@ -10,9 +10,10 @@ C{realpath}, following every symlink, and must lie inside the root's own
 real path: a symlink inside the root to a place inside the root is
 followed, one that leads out is refused as if the file did not exist.
 
-Known limit: a path component swapped for a symlink between the check here
-and the file's opening is not caught; the opening itself refuses anything
-but a regular file.
+Known limit: a directory on the path swapped for a symlink between the
+check here and the file's opening is not caught. The file server opens the
+resolved path without following a symlink in its last component, and reads
+nothing but a regular file.
 """
 
 import os

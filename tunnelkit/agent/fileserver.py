@@ -79,8 +79,8 @@ def entity_tag(status: os.stat_result) -> bytes:
 
 def _tags(header: bytes) -> list[bytes]:
     """
-    @return: the entity tags of an C{If-None-Match} or C{If-Match} header,
-        C{*} included as it is.
+    @return: the entity tags listed in an C{If-None-Match} header, C{*}
+        included as it is.
     """
     return [tag.strip() for tag in header.split(b",") if tag.strip()]
 
@@ -159,11 +159,13 @@ class _ServedFile(static.File):
 
     def openForReading(self) -> IO[bytes]:
         """
-        Open the file without blocking, and only if it is a regular file.
+        Open the file without blocking, and only if it is a regular file
+        and not (any more) a symlink: its path is already the real one.
 
         @raise OSError: when it cannot be opened, or is no regular file.
         """
-        descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+        descriptor = os.open(self.path, flags)
         opened = os.fdopen(descriptor, "rb")
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             opened.close()
