@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as a script, this folder would come first on the path, where
+    # bench/http.py would stand in for the standard library's http package.
+    _FOLDER = Path(__file__).resolve().parent
+    sys.path[:] = [
+        entry for entry in sys.path if Path(entry or ".").resolve() != _FOLDER
+    ]
+    sys.path.insert(0, str(_FOLDER.parent))
 
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
