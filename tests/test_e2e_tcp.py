@@ -266,7 +266,7 @@ class EdgeRestartTests(TestCase):
 
 class QuickStartTests(TestCase):
     """
-    The README's first command, C{tunnelkit tcp PORT}, with an empty home:
+    C{tunnelkit tcp PORT} as the README gives it, with an empty home:
     no configuration, so an embedded edge.
 
     It runs as C{python -m tunnelkit}: the installed C{tunnelkit} script may

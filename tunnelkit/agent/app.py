@@ -33,15 +33,15 @@ def default_state_dir(environ: dict[str, str] | None = None) -> str:
 def embedded_edge_config(state_dir: str) -> EdgeConfig:
     """
     @return: the configuration of an edge inside the agent's process: on
-        loopback only, with public HTTP and HTTPS on ports the kernel picks,
-        the base domain C{localhost} (so that C{http://NAME.localhost:PORT}
-        reaches it from this machine), accepting the agent without an
-        authtoken.
+        loopback only, with public HTTP on a port the kernel picks, the base
+        domain C{localhost} (so that C{http://NAME.localhost:PORT} reaches it
+        from this machine), accepting the agent without an authtoken. It
+        serves no HTTPS: no certificate checker accepts a wildcard over the
+        single label C{localhost}, so no browser would trust its names.
     """
     return EdgeConfig(
         agent_listener="tcp:0:interface=127.0.0.1",
         http_listener="tcp:0:interface=127.0.0.1",
-        https_listener="tcp:0:interface=127.0.0.1",
         domain="localhost",
         public_host="127.0.0.1",
         tcp_bind_host="127.0.0.1",
