@@ -575,6 +575,25 @@ class RefusalTests(IngressTestCase):
 
         self.assertEqual(self.status(), b"HTTP/1.1 408 Request Timeout")
 
+    def test_later_head_gets_its_own_time(self) -> None:
+        """
+        On a keep-alive connection, a later request's head has the full
+        timeout from its first byte; when it runs out, the stream is
+        half-closed and the 408 follows the agent's earlier responses.
+        """
+        clock = self.router.reactor
+        self.ingress.dataReceived(b"GET / HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n")
+        clock.advance(5)
+        self.ingress.dataReceived(b"GET /second HTTP/1.1\r\nHo")
+
+        clock.advance(self.router.head_timeout - 5)
+        self.assertFalse(self.stream.write_closed)
+        clock.advance(5)
+        self.assertTrue(self.stream.write_closed)
+        self.stream.end()
+
+        self.assertEqual(self.status(), b"HTTP/1.1 408 Request Timeout")
+
     def test_timer_stops_with_head(self) -> None:
         """
         Once the head is complete, a long body or response is not timed out.

@@ -184,6 +184,7 @@ class HttpIngress(Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self._head_timer: IDelayedCall | None = None
+        self._head_deadline: float | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunked = False
@@ -273,7 +274,7 @@ class HttpIngress(Protocol):
         self._headers = []
         self._head_bytes = 0
         self._chunked = False
-        if self._head_timer is None:
+        if self._head_deadline is None:
             self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -289,7 +290,7 @@ class HttpIngress(Protocol):
             self._chunked = True
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self._head_deadline = None
         self._state = "body"
         self._head_size = 0
         parser = self._parser
@@ -558,18 +559,32 @@ class HttpIngress(Protocol):
         )
 
     def _start_head_timer(self) -> None:
-        self._head_timer = self.router.reactor.callLater(
-            self.router.head_timeout, self._head_timed_out
-        )
+        """
+        Give the head now starting C{router.head_timeout} seconds. The
+        one timer of the connection is only moved when it fires early, so a
+        request on a busy keep-alive connection costs no timer of its own.
+        """
+        reactor = self.router.reactor
+        self._head_deadline = reactor.seconds() + self.router.head_timeout
+        if self._head_timer is None:
+            self._head_timer = reactor.callLater(
+                self.router.head_timeout, self._head_timed_out
+            )
 
     def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
         timer, self._head_timer = self._head_timer, None
         if timer is not None and timer.active():
             timer.cancel()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._state != "head" or self.lost:
+        deadline = self._head_deadline
+        if deadline is None or self._state != "head" or self.lost:
+            return
+        left = deadline - self.router.reactor.seconds()
+        if left > 0:
+            self._head_timer = self.router.reactor.callLater(left, self._head_timed_out)
             return
         _log.info(
             "closing connection from {client}: no complete request in {timeout}s",
