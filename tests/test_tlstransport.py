@@ -6,16 +6,23 @@ large reads) and the ones it keeps (handshake, close, abort, verification).
 
 import hashlib
 import random
+import socket
+import struct
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tunnelkit.pki import (
     client_tls_options,
@@ -23,11 +30,13 @@ from tunnelkit.pki import (
     server_tls_options,
 )
 from tunnelkit.tlstransport import (
+    DELIVERY_SIZE,
     LINK_BUFFER_SIZE,
     READ_SIZE,
     LinkTLSFactory,
     read_in_large_pieces,
     wrap_client_tls,
+    write_through,
 )
 
 PAYLOAD = random.Random(7).randbytes(4 * 1024 * 1024 + 12345)
@@ -43,6 +52,7 @@ class Collector(Protocol):
 
     def __init__(self) -> None:
         self.received = bytearray()
+        self.sizes: list[int] = []
         self.connected_once: Deferred[None] = Deferred()
         self.reason: Failure | None = None
         self.lost: Deferred[None] = Deferred()
@@ -54,6 +64,7 @@ class Collector(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        self.sizes.append(len(data))
         if self.wanted and len(self.received) >= self.wanted:
             self.wanted = 0
             self.enough.callback(None)
@@ -206,6 +217,25 @@ class LinkTLSTests(TestCase):
         self.assertTrue(bytes(client.received) == expected)
 
     @inlineCallbacks
+    def test_deliveries_are_bounded(self):
+        """
+        Records decrypted together reach the protocol joined, in pieces of
+        at most L{DELIVERY_SIZE} bytes, whole and in order.
+        """
+        self.server_protocol = Collector
+        client = Collector()
+
+        yield self.connect(client)
+        self.closed_at_end(client)
+        server = yield bounded(self.first_server, "the server saw no connection")
+        server.wanted = len(PAYLOAD)
+        client.transport.write(PAYLOAD)
+        yield bounded(server.enough, "the payload did not arrive in time")
+
+        self.assertLessEqual(max(server.sizes), DELIVERY_SIZE)
+        self.assertTrue(bytes(server.received) == PAYLOAD)
+
+    @inlineCallbacks
     def test_close_after_write(self):
         """
         Closing right after a large write delivers every byte before the
@@ -281,3 +311,199 @@ class ReadInLargePiecesTests(SynchronousTestCase):
         The default is L{READ_SIZE}, larger than Twisted's 64 KiB.
         """
         self.assertGreater(READ_SIZE, 2**16)
+
+
+def record_lengths(wire: bytes) -> list[int]:
+    """
+    @return: the length of each TLS application data record in C{wire}.
+    """
+    lengths = []
+    while wire:
+        kind, _, length = struct.unpack_from(">BHH", wire)
+        if kind == 23:
+            lengths.append(length)
+        wire = wire[5 + length :]
+    return lengths
+
+
+@implementer(IPushProducer)
+class IdleProducer:
+    """
+    A push producer that never writes.
+    """
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class RecordTests(SynchronousTestCase):
+    """
+    How writes become TLS records, between two L{LinkTLSProtocol}s joined
+    in memory, after their handshake.
+    """
+
+    def setUp(self) -> None:
+        state = FilePath(self.mktemp())
+        certificate = ensure_edge_certificate(state, ["127.0.0.1"])
+        self.clock = Clock()
+        self.client = Collector()
+        self.server = Collector()
+        server_tls = LinkTLSFactory(
+            server_tls_options(certificate.cert_path, certificate.key_path),
+            False,
+            Factory.forProtocol(lambda: self.server),
+            self.clock,
+        ).buildProtocol(None)
+        client_tls = LinkTLSFactory(
+            client_tls_options("127.0.0.1", certificate.ca_path.path),
+            True,
+            Factory.forProtocol(lambda: self.client),
+            self.clock,
+        ).buildProtocol(None)
+        self.wire = FakeTransport(client_tls, isServer=False)
+        self.server_wire = FakeTransport(server_tls, isServer=True)
+        self.pump: IOPump = connect(
+            server_tls, self.server_wire, client_tls, self.wire, clock=self.clock
+        )
+        self.pump.flush()
+
+    def sent(self) -> list[int]:
+        """
+        Deliver what the client wrote since the last call to the server.
+
+        @return: the lengths of the application data records in it.
+        """
+        wire = self.wire.getOutBuffer() or b""
+        if wire:
+            self.server_wire.bufferReceived(wire)
+        return record_lengths(wire)
+
+    def test_frames_fill_records(self) -> None:
+        """
+        A run of writes that are not multiples of a record, such as yamux
+        frames (a 12-byte header and its payload), goes out as full
+        records; the bytes after the last full one follow on the next
+        reactor turn.
+        """
+        for _ in range(4):
+            self.client.transport.writeSequence([b"h" * 12, b"p" * 65536])
+        at_once = self.sent()
+        self.clock.advance(0)
+        after = self.sent()
+
+        self.assertEqual(len(at_once), 16)
+        self.assertEqual(len(set(at_once)), 1)
+        self.assertEqual(len(after), 1)
+        self.assertEqual(at_once[0] - 2**14, after[0] - 4 * 12)
+        self.assertEqual(bytes(self.server.received), (b"h" * 12 + b"p" * 65536) * 4)
+
+    def test_small_writes_wait_for_next_turn(self) -> None:
+        """
+        Writes smaller than a record are gathered into one record, written
+        on the next reactor turn.
+        """
+        for piece in (b"one ", b"two ", b"three"):
+            self.client.transport.write(piece)
+        at_once = self.sent()
+        self.clock.advance(0)
+        after = self.sent()
+
+        self.assertEqual(at_once, [])
+        self.assertEqual(len(after), 1)
+        self.assertEqual(bytes(self.server.received), b"one two three")
+
+    def test_unregistering_producer_writes_what_waits(self) -> None:
+        """
+        After C{loseConnection}, a producer's last writes are sent whole
+        before TLS closes, when the producer unregisters.
+        """
+        payload = b"y" * (2**14 + 5)
+        transport = self.client.transport
+        transport.registerProducer(IdleProducer(), True)
+
+        transport.loseConnection()
+        transport.write(payload)
+        transport.unregisterProducer()
+        self.pump.flush()
+
+        self.assertEqual(bytes(self.server.received), payload)
+        self.assertTrue(self.server.reason.check(ConnectionDone), self.server.reason)
+
+
+class WriteThroughTests(SynchronousTestCase):
+    """
+    Tests for L{write_through}.
+    """
+
+    def connection(self) -> tuple[Connection, socket.socket]:
+        """
+        @return: a Twisted socket transport on one end of a socket pair,
+            and the other end.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        transport = Connection(ours, Protocol(), MemoryReactor())
+        transport.connected = True
+        theirs.setblocking(False)
+        return transport, theirs
+
+    def test_sent_at_once(self) -> None:
+        """
+        Bytes written through an idle socket transport are in the socket
+        before the reactor runs.
+        """
+        transport, peer = self.connection()
+
+        write_through(transport, b"now")
+
+        self.assertEqual(peer.recv(100), b"now")
+
+    def test_after_buffered_bytes(self) -> None:
+        """
+        Bytes written through a transport that still buffers earlier ones
+        wait behind them.
+        """
+        transport, peer = self.connection()
+
+        transport.write(b"first ")
+        write_through(transport, b"second")
+        nothing_yet = self.assertRaises(BlockingIOError, peer.recv, 100)
+        transport.doWrite()
+
+        self.assertIsInstance(nothing_yet, BlockingIOError)
+        self.assertEqual(peer.recv(100), b"first second")
+
+    def test_rest_is_buffered(self) -> None:
+        """
+        What the socket does not take is buffered by the transport and
+        follows in order.
+        """
+        transport, peer = self.connection()
+        payload = PAYLOAD[: 4 * 1024 * 1024]
+
+        write_through(transport, payload)
+        received = bytearray()
+        while len(received) < len(payload):
+            try:
+                received += peer.recv(2**20)
+            except BlockingIOError:
+                transport.doWrite()
+
+        self.assertTrue(bytes(received) == payload)
+
+    def test_other_transport(self) -> None:
+        """
+        A transport that is not a socket is written to as usual.
+        """
+        transport = StringTransport()
+
+        write_through(transport, b"bytes")
+
+        self.assertEqual(transport.value(), b"bytes")

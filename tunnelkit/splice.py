@@ -17,7 +17,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelkit.tlstransport import read_in_large_pieces
+from tunnelkit.tlstransport import read_in_large_pieces, write_through
 
 
 @implementer(IHalfCloseableProtocol)
@@ -46,7 +46,7 @@ class SpliceEnd(Protocol):
         if other is None:
             self._early.append(data)
         elif not other.lost:
-            other.transport.write(data)
+            write_through(other.transport, data)
 
     def readConnectionLost(self) -> None:
         self.read_closed = True

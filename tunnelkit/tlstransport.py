@@ -1,37 +1,54 @@
 """
 The TLS layer of the agent-to-edge connection, tuned for bulk data.
 
-Twisted's L{TLSMemoryBIOProtocol} hands bytes from OpenSSL to the socket one
-TLS record at a time: each 16 KiB record written is copied out of the send
-BIO and given to the socket transport on its own, and every write, however
-large, is first copied into a buffer that gathers small writes. A tunnel
-moves most of its bytes in runs of many records, so L{LinkTLSProtocol}
-writes such a run into OpenSSL straight away and drains the send BIO once
-for all of it; small writes are still gathered. It also makes the socket
-read and buffer in larger pieces (L{LINK_BUFFER_SIZE}). Reading, handshake,
-shutdown, producers and errors stay Twisted's.
+Twisted's L{TLSMemoryBIOProtocol} moves bytes one TLS record at a time: each
+record written is copied out of the send BIO and given to the socket
+transport on its own, each record read is handed to the protocol on its
+own, and every write, however large, is first joined into one string. A
+tunnel moves most of its bytes in runs of many records, so
+L{LinkTLSProtocol}:
 
-Known limit: the write loop overrides private methods of
-L{TLSMemoryBIOProtocol} (C{_write} and C{_flushSendBIO}) and uses its
-C{_aggregator}; C{tests/test_tlstransport.py} runs the handshake, bulk data
-both ways, mixed small and large writes, close and abort through them
-against the installed Twisted, so a change there shows up as a failing test.
+  - cuts writes into full records without joining the large ones first:
+    only the bytes of a record that spans two writes (a yamux frame header
+    and its payload, say) are copied, and what does not fill a record waits
+    for the next write, at most until the next reactor turn;
+  - drains the send BIO once for a run of records and gives the result to
+    the socket at once (L{write_through});
+  - hands the protocol every record that one socket read completed, joined,
+    up to L{DELIVERY_SIZE} bytes at a time;
+  - makes the socket read, buffer and send in larger pieces
+    (L{LINK_BUFFER_SIZE}).
+
+Handshake, shutdown, producers and errors stay Twisted's.
+
+Known limit: the read and write loops override private methods of
+L{TLSMemoryBIOProtocol} (C{_write}, C{_flushSendBIO} and
+C{_flushReceiveBIO}), stand in for the C{_aggregator} of
+L{BufferingTLSTransport} and take the factory's C{_clock}, and
+L{write_through} reads the write buffer of Twisted's socket transport;
+C{tests/test_tlstransport.py} runs the handshake, bulk data both ways, mixed
+small and large writes, record sizes, close and abort through them against
+the installed Twisted, so a change there shows up as a failing test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from OpenSSL.SSL import Error, WantReadError
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
+from twisted.internet.tcp import Connection
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import (
     BufferingTLSTransport,
     TLSMemoryBIOFactory,
@@ -43,7 +60,9 @@ from zope.interface import implementer
 __all__ = [
     "READ_SIZE",
     "LINK_BUFFER_SIZE",
+    "DELIVERY_SIZE",
     "read_in_large_pieces",
+    "write_through",
     "LinkTLSProtocol",
     "LinkTLSFactory",
     "wrap_client_tls",
@@ -58,12 +77,21 @@ LINK_BUFFER_SIZE = 2**20
 one read of a public connection does not fill the link's write buffer and
 pause every stream."""
 
+DELIVERY_SIZE = 2**18
+"""The most decrypted bytes handed to the protocol in one C{dataReceived}."""
+
 _RECORD = 2**14
 """The largest TLS record payload."""
 
 _RECORD_OVERHEAD = 256
 """More than the bytes a TLS record adds to its payload (header, padding,
 tag), so that one read of the send BIO sized by it drains the BIO."""
+
+_DRAIN_EVERY = 2**19
+"""Bytes of records written into the send BIO before it is drained to the
+socket in the middle of one write, so that neither the BIO nor one read of
+it grows with the size of a write; a write of less is drained once, at its
+end."""
 
 
 def read_in_large_pieces(transport: Any, size: int = READ_SIZE) -> None:
@@ -73,6 +101,34 @@ def read_in_large_pieces(transport: Any, size: int = READ_SIZE) -> None:
     """
     if isinstance(transport, FileDescriptor):
         transport.bufferSize = size
+
+
+def write_through(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to a transport. A TCP transport whose write buffer is empty
+    gets it straight into its socket, and buffers only what the socket does
+    not take; Twisted would buffer it all, join it with what follows and
+    send it on the next reactor turn. Any other transport, or one that is
+    closing, is given C{data} through C{write}.
+    """
+    if not isinstance(transport, Connection) or (
+        transport._tempDataLen
+        or transport.offset < len(transport.dataBuffer)
+        or transport.disconnecting
+        or transport._writeDisconnecting
+        or not transport.connected
+        or transport.TLS
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # A full socket, or a broken one whose error Twisted's own write
+        # path reports.
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)
 
 
 class LinkTLSProtocol(BufferingTLSTransport):
@@ -87,44 +143,111 @@ class LinkTLSProtocol(BufferingTLSTransport):
 
     def makeConnection(self, transport: Any) -> None:
         read_in_large_pieces(transport, LINK_BUFFER_SIZE)
+        if isinstance(transport, FileDescriptor):
+            # What the socket did not take at once is sent in pieces this
+            # large (Twisted's are 128 KiB).
+            transport.SEND_LIMIT = LINK_BUFFER_SIZE
         super().makeConnection(transport)
 
+    def __init__(
+        self,
+        factory: TLSMemoryBIOFactory,
+        wrappedProtocol: IProtocol,
+        _connectWrapped: bool = True,
+    ) -> None:
+        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        # In place of Twisted's small-write aggregator, which
+        # BufferingTLSTransport flushes on loseConnection and closes on
+        # connectionLost. typing note: it has the aggregator's methods, not
+        # its type.
+        self._gatherer = _RecordGatherer(self, factory._clock)
+        self._aggregator = self._gatherer  # type: ignore[assignment]
+        self.write = self._gatherer.write  # type: ignore[method-assign]
+
     def writeSequence(self, sequence: Iterable[bytes]) -> None:
-        # Twisted's copies every write into the small-write aggregator; a
-        # run of whole records goes to OpenSSL at once, after what the
-        # aggregator holds.
-        data = b"".join(sequence)
-        if len(data) < _RECORD:
-            self._aggregator.write(data)
-            return
-        self._aggregator.flush()
-        TLSMemoryBIOProtocol.write(self, data)
+        self._gatherer.write_sequence(sequence)
+
+    def unregisterProducer(self) -> None:
+        # Twisted's may shut TLS down at once (after loseConnection), so
+        # what waits to fill a record is written first.
+        self._gatherer.flush()
+        super().unregisterProducer()
 
     def _write(self, data: bytes) -> None:
-        # Twisted's loop drains the send BIO after every record.
+        self._write_records([data], False)
+
+    def _write_records(self, pieces: list[Any], hold_tail: bool) -> list[Any]:
+        """
+        Write C{pieces}, in order, as full records where they allow, then
+        drain the send BIO. Pieces smaller than a record are joined with
+        their neighbours; a larger one is written from a view of it.
+
+        @param hold_tail: keep the bytes after the last full record back,
+            to be joined with the next write.
+        @return: what was kept back: views of the last pieces, at most one
+            record less a byte.
+        """
         if self._lostTLSConnection:
-            return
-        view = memoryview(data)
-        total = len(data)
+            return []
+        if self._appSendBuffer:
+            # Earlier writes wait for the handshake; these go after them.
+            self._bufferedWrite(_rest(pieces, 0))
+            return []
         send = self._tlsConnection.send
-        sent = 0
-        while sent < total:
-            try:
-                # With partial writes on (pyOpenSSL's default), one call
-                # writes one record.
-                sent += send(view[sent : sent + _RECORD])
-            except WantReadError:
-                self._flushSendBIO()
-                self._bufferedWrite(bytes(view[sent:]))
-                return
-            except Error:
-                self._tlsShutdownFinished(Failure())
-                return
-        self._flushSendBIO(total)
+        written = 0
+        unflushed = 0
+        gathered: list[Any] = []
+        gathered_size = 0
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                size = len(view)
+                offset = 0
+                if gathered_size + size < _RECORD:
+                    gathered.append(view)
+                    gathered_size += size
+                    continue
+                if gathered:
+                    offset = _RECORD - gathered_size
+                    gathered.append(view[:offset])
+                    record = b"".join(gathered)
+                    gathered = []
+                    gathered_size = 0
+                    while record:
+                        sent = send(record)
+                        written += sent
+                        record = record[sent:]
+                while size - offset >= _RECORD:
+                    sent = send(view[offset : offset + _RECORD])
+                    written += sent
+                    offset += sent
+                    if written - unflushed >= _DRAIN_EVERY:
+                        self._flushSendBIO(written - unflushed)
+                        unflushed = written
+                if offset < size:
+                    gathered.append(view[offset:])
+                    gathered_size = size - offset
+            if gathered and not hold_tail:
+                record = b"".join(gathered)
+                gathered = []
+                while record:
+                    sent = send(record)
+                    written += sent
+                    record = record[sent:]
+        except WantReadError:
+            self._flushSendBIO()
+            self._bufferedWrite(_rest(pieces, written))
+            return []
+        except Error:
+            self._tlsShutdownFinished(Failure())
+            return []
+        self._flushSendBIO(written - unflushed)
+        return gathered
 
     def _flushSendBIO(self, hint: int = 0) -> None:
-        # Twisted's reads at most 32 KiB; this drains the BIO, in one read
-        # when told how many bytes of records went in.
+        # Twisted's reads at most 32 KiB and writes it through the socket
+        # transport's buffer; this drains the BIO, in one read when told
+        # how many bytes of records went in, straight to the socket.
         size = max(2**15, hint + (hint // _RECORD + 1) * _RECORD_OVERHEAD)
         read = self._tlsConnection.bio_read
         while True:
@@ -132,9 +255,130 @@ class LinkTLSProtocol(BufferingTLSTransport):
                 data = read(size)
             except WantReadError:
                 return
-            self.transport.write(data)
+            write_through(self.transport, data)
             if len(data) < size:
                 return
+
+    def _flushReceiveBIO(self) -> None:
+        # Twisted's hands each record to the protocol as it is decrypted;
+        # this gathers the records one read of the socket completed.
+        recv = self._tlsConnection.recv
+        while not self._lostTLSConnection:
+            records: list[bytes] = []
+            size = 0
+            ended: Failure | None = None
+            closed = waiting = False
+            try:
+                while size < DELIVERY_SIZE:
+                    record = recv(_RECORD)
+                    records.append(record)
+                    size += len(record)
+            except WantReadError:
+                waiting = True
+            except ZeroReturnError:
+                closed = True
+            except Error:
+                ended = Failure()
+            if records and not self._aborted:
+                data = records[0] if len(records) == 1 else b"".join(records)
+                ProtocolWrapper.dataReceived(self, data)
+            if closed:
+                # TLS has shut down: no more data will come.
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            elif ended is not None:
+                self._tlsShutdownFinished(ended)
+            elif waiting:
+                break
+        self._flushSendBIO()
+
+
+class _RecordGatherer:
+    """
+    Gathers what a L{LinkTLSProtocol} is asked to write until it fills a
+    TLS record; the rest waits for the next write, and at most until the
+    next reactor turn.
+
+    A write of at least a record is written at once, with what waited
+    before it, except for the bytes after its last full record: those
+    wait to be joined with the next write, so a run of writes that are not
+    multiples of a record (a yamux frame is its payload and a 12-byte
+    header) still makes full records.
+    """
+
+    def __init__(self, protocol: LinkTLSProtocol, clock: IReactorTime) -> None:
+        self._protocol = protocol
+        self._clock = clock
+        self._waiting: list[Any] = []
+        self._size = 0
+        self._call: IDelayedCall | None = None
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        """
+        Write or gather C{data}.
+        """
+        self.write_sequence((data,))
+
+    def write_sequence(self, sequence: Iterable[bytes]) -> None:
+        """
+        Write or gather the pieces of C{sequence}, in order.
+        """
+        protocol = self._protocol
+        if self._closed or (protocol.disconnecting and protocol._producer is None):
+            # As TLSMemoryBIOProtocol.write: dropped after loseConnection.
+            return
+        waiting = self._waiting
+        for piece in sequence:
+            if type(piece) is not bytes:
+                # Kept as a view until written: only immutable bytes.
+                piece = bytes(piece)
+            waiting.append(piece)
+            self._size += len(piece)
+        if self._size < _RECORD:
+            if self._call is None and waiting:
+                self._call = self._clock.callLater(0, self._scheduled)
+            return
+        self._waiting = waiting = protocol._write_records(waiting, True)
+        self._size = sum(len(view) for view in waiting)
+        if self._call is None and waiting:
+            self._call = self._clock.callLater(0, self._scheduled)
+
+    def _scheduled(self) -> None:
+        self._call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Write whatever waits.
+        """
+        if self._waiting:
+            waiting, self._waiting, self._size = self._waiting, [], 0
+            self._protocol._write_records(waiting, False)
+
+    def close(self) -> None:
+        """
+        Write whatever waits, and schedule nothing more.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self.flush()
+        self._closed = True
+
+
+def _rest(pieces: Sequence[bytes], skip: int) -> bytes:
+    """
+    @return: the bytes of C{pieces}, joined, after the first C{skip}.
+    """
+    rest: list[Any] = []
+    for piece in pieces:
+        if skip >= len(piece):
+            skip -= len(piece)
+            continue
+        rest.append(memoryview(piece)[skip:])
+        skip = 0
+    return b"".join(rest)
 
 
 class LinkTLSFactory(TLSMemoryBIOFactory):
