@@ -339,6 +339,63 @@ class DataTests(SynchronousTestCase):
 
         self.assertEqual(data, b"abcdef")
 
+    def test_frames_read_at_once_are_one_event(self) -> None:
+        """
+        The payloads of consecutive Data frames of one stream that arrive
+        in one read are reported as one L{StreamData}, in order.
+        """
+        client, server = self.open(max_frame_payload=1000)
+        client.send_data(1, b"a" * 1000 + b"b" * 1000 + b"c" * 500)
+
+        events = pump(client, server)
+
+        self.assertEqual(
+            [(e.stream_id, e.data) for e in events],
+            [(1, b"a" * 1000 + b"b" * 1000 + b"c" * 500)],
+        )
+
+    def test_frames_of_two_streams_stay_apart(self) -> None:
+        """
+        Frames of different streams read at once are reported stream by
+        stream in the order they arrived, each run of one stream's frames
+        as one event.
+        """
+        client, server = self.open(max_frame_payload=2)
+        client.open_stream()
+        pump(client, server)
+        server.accept_stream(3)
+        pump(server, client)
+        client.send_data(1, b"aaaa")
+        client.send_data(3, b"bb")
+        client.send_data(1, b"cc")
+
+        events = pump(client, server)
+
+        self.assertEqual(
+            [(e.stream_id, e.data) for e in events],
+            [(1, b"aaaa"), (3, b"bb"), (1, b"cc")],
+        )
+
+    def test_other_event_ends_a_run(self) -> None:
+        """
+        An event between two frames of one stream, here the other side's
+        FIN on another stream, keeps the payloads before and after it
+        apart, so events stay in the order of the frames.
+        """
+        client, server = self.open()
+        client.open_stream()
+        pump(client, server)
+        server.accept_stream(3)
+        pump(server, client)
+        client.send_data(1, b"before")
+        client.close_stream(3)
+        client.send_data(1, b"after")
+
+        events = pump(client, server)
+
+        self.assertEqual(kinds(events), [StreamData, StreamEnded, StreamData])
+        self.assertEqual([events[0].data, events[2].data], [b"before", b"after"])
+
     def test_overrun_terminates_session(self) -> None:
         """
         A peer sending more than the window gets Go Away with a protocol

@@ -138,7 +138,8 @@ class StreamAccepted:
 
 class StreamData:
     """
-    Payload bytes arrived on a stream. Once the application has taken them,
+    Payload bytes arrived on a stream: those of one Data frame, or of several
+    consecutive ones read at once. Once the application has taken them,
     report it with L{MuxSession.consume} so the window reopens.
     """
 
@@ -328,6 +329,8 @@ class MuxSession:
         self._payload_remaining = 0
         self._payload_stream: _Stream | None = None
         self._payload_flags = 0
+        self._run: StreamData | None = None
+        self._run_parts: list[memoryview] = []
         self._events: list[MuxEvent] = []
         self._next_ping = 1
         self.local_go_away = False
@@ -367,19 +370,19 @@ class MuxSession:
         return bool(self._header) or self._payload_remaining > 0
 
     def _parse(self, data: bytes) -> None:
+        try:
+            self._parse_frames(data)
+        finally:
+            self._end_run()
+
+    def _parse_frames(self, data: bytes) -> None:
         position = 0
         size = len(data)
         while position < size:
             if self._payload_remaining:
                 take = min(self._payload_remaining, size - position)
                 if self._payload_stream is not None:
-                    if take == size:
-                        chunk = data
-                    else:
-                        chunk = data[position : position + take]
-                    self._events.append(
-                        StreamData(self._payload_stream.stream_id, chunk)
-                    )
+                    self._payload(self._payload_stream.stream_id, data, position, take)
                 position += take
                 self._payload_remaining -= take
                 if not self._payload_remaining:
@@ -397,6 +400,31 @@ class MuxSession:
                 fields = HEADER.unpack_from(data, position)
                 position += HEADER_SIZE
             self._handle_header(*fields)
+
+    def _payload(self, stream_id: int, data: bytes, position: int, take: int) -> None:
+        # The payloads of consecutive Data frames of one stream, with no
+        # other event between them, become one StreamData (a run): one copy
+        # and one delivery for a read of many frames, however many headers
+        # cut it. The run's bytes are joined when it ends.
+        if take == len(data):
+            self._events.append(StreamData(stream_id, data))
+            return
+        part = memoryview(data)[position : position + take]
+        run = self._run
+        if run is not None and run.stream_id == stream_id and self._events[-1] is run:
+            self._run_parts.append(part)
+            return
+        self._end_run()
+        self._run = StreamData(stream_id, b"")
+        self._run_parts = [part]
+        self._events.append(self._run)
+
+    def _end_run(self) -> None:
+        run = self._run
+        if run is not None:
+            run.data = b"".join(self._run_parts)
+            self._run = None
+            self._run_parts = []
 
     def _handle_header(
         self, version: int, frame_type: int, flags: int, stream_id: int, length: int
