@@ -89,6 +89,44 @@ class CountingProducer:
         self.stopped = True
 
 
+class FillingTransport(StringTransport):
+    """
+    A connection whose buffer is full after every write: it pauses its
+    producer each time.
+    """
+
+    def writeSequence(self, data: Any) -> None:
+        super().writeSequence(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+
+@implementer(IPushProducer)
+class TurnTaker:
+    """
+    A push producer that, each time it is resumed, notes its name and
+    writes into its stream until it is paused.
+    """
+
+    def __init__(self, name: str, stream: Any, turns: list[str]) -> None:
+        self.name = name
+        self.stream = stream
+        self.turns = turns
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.turns.append(self.name)
+        while not self.paused:
+            self.stream.write(b"chunk")
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
 class Pair:
     """
     A client and a server L{MuxProtocol} joined by an in-memory pump.
@@ -446,6 +484,26 @@ class FlowControlTests(SynchronousTestCase):
 
         self.assertEqual((producer.paused, producer.resumed), (1, 1))
         self.assertEqual(pair.accepted[-1].data, b"held")
+
+    def test_streams_take_turns_on_a_full_connection(self) -> None:
+        """
+        When a stream's write fills the connection, the other streams that
+        wait are resumed before it once the connection drains.
+        """
+        transport = FillingTransport()
+        mux = MuxProtocol(True, Clock())
+        mux.makeConnection(transport)
+        turns: list[str] = []
+        for name in ("first", "second", "third"):
+            stream = Recorder()
+            mux.open_stream(stream)
+            producer = TurnTaker(name, stream.transport, turns)
+            stream.transport.registerProducer(producer, True)
+
+        for _ in range(6):
+            mux.resumeProducing()
+
+        self.assertEqual(turns, ["first", "second", "third"] * 2)
 
     def test_pull_producer_is_pulled(self) -> None:
         """

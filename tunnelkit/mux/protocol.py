@@ -142,6 +142,10 @@ class StreamTransport:
         elif self._pull:
             self._resume_producer()
         mux.flush()
+        if mux.writing_paused:
+            # This write filled the connection: the other streams go first
+            # when it drains.
+            mux._to_back(self.stream_id)
 
     def _hold(self, data: bytes) -> None:
         if self._pending is None:
@@ -598,6 +602,14 @@ class MuxProtocol(Protocol):
         if pending.timeout is not None and pending.timeout.active():
             pending.timeout.cancel()
         pending.deferred.errback(reason)
+
+    def _to_back(self, stream_id: int) -> None:
+        # Streams are resumed in the order of self.streams: moving the one
+        # that filled the connection to the end shares the connection
+        # among the streams that have something to send, round by round.
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.streams[stream_id] = stream
 
     def _forget_stream(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
