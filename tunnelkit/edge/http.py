@@ -43,7 +43,7 @@ from tunnelkit.edge.hosts import normalise_host
 from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.sockets import set_no_delay
-from tunnelkit.tlstransport import read_in_large_pieces
+from tunnelkit.tlstransport import read_in_large_pieces, write_through
 
 if TYPE_CHECKING:
     from tunnelkit.edge.session import EdgeSession
@@ -154,7 +154,7 @@ class _RequestStream(Protocol):
         self.answered = True
         ingress = self.ingress
         if not ingress.lost:
-            ingress.transport.write(data)
+            write_through(ingress.transport, data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ingress.stream_lost(self, reason)
