@@ -298,6 +298,22 @@ class DataTests(SynchronousTestCase):
             windows, [INITIAL_STREAM_WINDOW * 2] + [INITIAL_STREAM_WINDOW * 4] * 3
         )
 
+    def test_window_grows_while_a_frame_is_on_its_way(self) -> None:
+        """
+        The rest of a frame whose payload has not all arrived yet is not
+        unread data: a reader that took everything it was given still gets
+        its window doubled.
+        """
+        client, server = self.open(max_stream_window=INITIAL_STREAM_WINDOW * 4)
+        client.send_data(1, b"w" * INITIAL_STREAM_WINDOW)
+        blob = b"".join(client.take_output())
+
+        for event in server.receive_data(blob[:-1000]):
+            server.consume(1, len(event.data))
+        pump(server, client)
+
+        self.assertEqual(client.send_window(1), INITIAL_STREAM_WINDOW * 2 - 1000)
+
     def test_window_does_not_grow_with_unread_data(self) -> None:
         """
         A Window Update sent while data still waits unread returns what was

@@ -670,9 +670,15 @@ class MuxSession:
         delta = window - stream.unconsumed - stream.recv_window
         if delta < window // 2 or stream.remote_fin:
             return
-        if not stream.unconsumed and window < self.config.max_stream_window:
+        # The reader keeps up when all it was given is taken: the rest of
+        # a frame whose header was read but whose payload is still on its
+        # way counts as unconsumed, yet nobody waits to read it.
+        unread = stream.unconsumed
+        if self._payload_stream is stream:
+            unread -= self._payload_remaining
+        if not unread and window < self.config.max_stream_window:
             window = stream.window = min(window * 2, self.config.max_stream_window)
-            delta = window - stream.recv_window
+            delta = window - stream.unconsumed - stream.recv_window
         stream.recv_window += delta
         self._output.append(encode_header(_WINDOW_UPDATE, 0, stream_id, delta))
 
