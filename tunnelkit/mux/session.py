@@ -62,7 +62,10 @@ class MuxConfig:
     @ivar stream_open_timeout: seconds to wait for the peer's ACK before a
         stream we opened is reset.
     @ivar max_frame_payload: the largest Data payload this side sends in
-        one frame; larger writes are split.
+        one frame; larger writes are split, each part copied. The default
+        is one socket read of a tunnelled connection
+        (L{tunnelkit.tlstransport.READ_SIZE}), so such a read goes out
+        whole.
     @ivar stream_window: the receive window this side grants a stream when
         it opens. At least 256 KiB, the spec's initial window; anything
         above is advertised with the SYN or ACK.
@@ -80,7 +83,7 @@ class MuxConfig:
     accept_backlog: int = 256
     max_streams: int = 8192
     stream_open_timeout: float = 30.0
-    max_frame_payload: int = 64 * 1024
+    max_frame_payload: int = 256 * 1024
     stream_window: int = INITIAL_STREAM_WINDOW
     max_stream_window: int = 4 * 1024 * 1024
     keepalive_interval: float = 10.0
