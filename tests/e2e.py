@@ -395,7 +395,13 @@ def _json_event(text: str) -> dict[str, Any] | None:
 
 
 def start_program(
-    test: TestCase, name: str, argv: list[str], home: str, cwd: str | None = None
+    test: TestCase,
+    name: str,
+    argv: list[str],
+    home: str,
+    cwd: str | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
 ) -> Program:
     """
     Start a child process that the test stops in its clean-up (SIGTERM,
@@ -405,10 +411,24 @@ def start_program(
     @param argv: the command and its arguments.
     @param home: the child's C{HOME}, see L{child_environment}.
     @param cwd: its working directory, C{home} if not given.
+    @param stdin: a file descriptor of this process the child reads as its
+        standard input (the read end of a pipe, say), else none.
+    @param stdout: a file descriptor the child writes its standard output
+        to instead of to the L{Program}; the caller closes its own copy.
     """
     program = Program(name)
+    child_fds: dict[int, int | str] = {
+        0: "w" if stdin is None else stdin,
+        1: "r" if stdout is None else stdout,
+        2: "r",
+    }
     reactor.spawnProcess(
-        program, argv[0], argv, env=child_environment(home), path=cwd or home
+        program,
+        argv[0],
+        argv,
+        env=child_environment(home),
+        path=cwd or home,
+        childFDs=child_fds,
     )
     test.addCleanup(program.stop)
     return program
@@ -433,6 +453,11 @@ def write_edge_config(
     tokens: Iterable[tuple[str, str, list[str]]] = (),
     agent_port: int = 0,
     name: str = "edge.yml",
+    domain: str = "localhost",
+    http: bool = False,
+    hostnames: dict[str, list[str]] | None = None,
+    http_head_timeout: str | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> str:
     """
     Write an C{edge.yml} for an edge on loopback with its state in
@@ -440,24 +465,42 @@ def write_edge_config(
 
     @param tokens: C{(name, token, reserved_addrs)} for each authtoken.
     @param agent_port: the agent listener's port; 0 lets the kernel pick.
+    @param domain: the public base domain.
+    @param http: whether to serve public HTTP and HTTPS, each on a loopback
+        port the kernel picks (see L{http_listener_port}).
+    @param hostnames: the C{hostnames} of each authtoken, by token name.
+    @param http_head_timeout: the C{http_head_timeout}, such as C{1s}.
+    @param tls: the C{(cert, key)} files the edge presents, instead of a
+        certificate from the CA it generates.
     @return: the file's path.
     """
+    listener = f'"tcp:0:interface={LOOPBACK}"'
     lines = [
         "version: 1",
         f'agent_listener: "tcp:{agent_port}:interface={LOOPBACK}"',
-        "domain: localhost",
+        f"domain: {domain}",
         f"public_host: {LOOPBACK}",
         f"tcp_bind_host: {LOOPBACK}",
         'tcp_port_range: "20000-60999"',
         f"state_dir: {json.dumps(os.path.join(directory, 'state'))}",
         "log: stdout",
         "log_format: json",
-        "authtokens:",
     ]
+    if http:
+        lines += [f"http_listener: {listener}", f"https_listener: {listener}"]
+    if http_head_timeout is not None:
+        lines.append(f"http_head_timeout: {http_head_timeout}")
+    if tls is not None:
+        cert, key = (json.dumps(path) for path in tls)
+        lines.append(f"tls: {{cert: {cert}, key: {key}}}")
+    lines.append("authtokens:")
     for token_name, token, reserved in tokens:
         lines += [f"  - name: {token_name}", f"    token: {json.dumps(token)}"]
         if reserved:
             lines.append(f"    reserved_addrs: {json.dumps(reserved)}")
+        names = (hostnames or {}).get(token_name)
+        if names:
+            lines.append(f"    hostnames: {json.dumps(names)}")
     if lines[-1] == "authtokens:":
         lines[-1] = "authtokens: []"
     return write_file(os.path.join(directory, name), "\n".join(lines) + "\n")
@@ -470,6 +513,7 @@ def write_agent_config(
     authtoken: str | None = None,
     tunnels: dict[str, int] | None = None,
     name: str = "ngrok.yml",
+    http_tunnels: dict[str, str] | None = None,
 ) -> str:
     """
     Write an agent C{ngrok.yml} naming an edge.
@@ -477,6 +521,7 @@ def write_agent_config(
     @param root_cas: the CA file to trust; C{None} leaves the default
         (the system trust store).
     @param tunnels: TCP tunnels, name to local port.
+    @param http_tunnels: HTTP tunnels, name to C{addr}.
     @return: the file's path.
     """
     lines = ['version: "2"', f"server_addr: {json.dumps(server_addr)}"]
@@ -484,10 +529,16 @@ def write_agent_config(
         lines.append(f"root_cas: {json.dumps(root_cas)}")
     if authtoken is not None:
         lines.append(f"authtoken: {json.dumps(authtoken)}")
-    if tunnels:
+    if tunnels or http_tunnels:
         lines.append("tunnels:")
-        for tunnel_name, port in tunnels.items():
-            lines += [f"  {tunnel_name}:", "    proto: tcp", f"    addr: {port}"]
+    for tunnel_name, port in (tunnels or {}).items():
+        lines += [f"  {tunnel_name}:", "    proto: tcp", f"    addr: {port}"]
+    for tunnel_name, addr in (http_tunnels or {}).items():
+        lines += [
+            f"  {tunnel_name}:",
+            "    proto: http",
+            f"    addr: {json.dumps(addr)}",
+        ]
     return write_file(os.path.join(directory, name), "\n".join(lines) + "\n")
 
 
@@ -495,6 +546,9 @@ def write_agent_config(
 
 AGENT_LISTENER_LINE = r"edge listening for agents on ([0-9.]+):([0-9]+)"
 FORWARDING_LINE = r"^Forwarding\s+tcp://([0-9.]+):([0-9]+) -> (\S+)$"
+HTTP_LISTENER_LINE = r"edge serving {scheme} on ([0-9.]+):([0-9]+)"
+"""Printed by C{tunnelkit edge}, and logged by both it and C{twistd -n
+tunnel-edge}, for each public HTTP listener; format it with the scheme."""
 
 
 def tcp_url_port(url: str) -> int:
@@ -585,6 +639,17 @@ def start_agent(
     else:
         argv = TUNNELKIT + arguments + log_flags
     return start_program(test, "agent", argv, home=home)
+
+
+def http_listener_port(edge: Edge, scheme: str) -> Deferred:
+    """
+    Wait for the edge to say where it serves public C{scheme} (C{http} or
+    C{https}).
+
+    @return: a Deferred firing with the port.
+    """
+    serving = edge.program.wait_for_line(HTTP_LISTENER_LINE.format(scheme=scheme))
+    return serving.addCallback(lambda found: int(found.group(2)))
 
 
 def public_port(agent: Program, occurrence: int = 1, seconds: float = WAIT) -> Deferred:
