@@ -1,0 +1,492 @@
+"""
+End-to-end tests of HTTP and HTTPS tunnels: the real C{tunnelkit edge},
+C{tunnelkit http} and twistd plugins run as child processes on loopback,
+and C{curl} and a WebSocket client reach a local service through them by
+the public names the agent prints.
+
+The edge's error pages and the names it refuses are in
+L{tests.test_e2e_http_errors}, the built-in file server in
+L{tests.test_e2e_http_files}, gigabyte transfers in
+L{tests.test_e2e_http_bulk}. The processes and clients are in
+L{tests.webtunnels}, L{tests.webclients} and L{tests.webservers}.
+"""
+
+import json
+import sys
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+
+from tests.e2e import (
+    LOOPBACK,
+    TOKEN,
+    TUNNELKIT,
+    WAIT,
+    Steps,
+    bounded,
+    start_agent,
+    start_program,
+    write_agent_config,
+)
+from tests.webclients import Curl
+from tests.webservers import RecordingUpstream, listen_recording
+from tests.webtunnels import DOMAIN, HttpTunnelTestCase, host_of, tunnel_urls
+from tests.wsecho import LISTENING_LINE, round_trips
+
+EMBEDDED_FORWARDING_LINE = (
+    r"^Forwarding\s+http://([0-9a-z-]+\.localhost):([0-9]+) -> (\S+)$"
+)
+
+
+def host_seen(body: bytes) -> str:
+    """
+    @return: the C{Host} the recording upstream says it received, from the
+        JSON body of its answer.
+    """
+    host: str = json.loads(body)["host"]
+    return host
+
+
+class RoutingTests(HttpTunnelTestCase):
+    """
+    Requests reach a tunnel by the name the edge bound for it: a random
+    one, a subdomain, a host name reserved for the authtoken (exact or
+    wildcard), over the schemes the tunnel asked for.
+    """
+
+    @inlineCallbacks
+    def arrange(self) -> Steps[None]:
+        self.upstream: RecordingUpstream = yield listen_recording(self)
+        yield self.start_edge(
+            hostnames={"alice": ["*.apps.test"]}, certificate_names=["*.apps.test"]
+        )
+
+    @inlineCallbacks
+    def test_random_name(self) -> Steps[None]:
+        """
+        Without a name asked for, the agent prints an https and an http URL
+        of one random name one label below the edge's domain, and both
+        reach the local service.
+        """
+        urls = yield self.start_tunnel(str(self.upstream.port))
+        name = host_of(urls[0])
+
+        https = yield self.curl.fetch(urls[0] + "/secure")
+        http = yield self.curl.fetch(urls[1] + "/plain")
+
+        self.assertEqual(urls, [self.edge.url(s, name, "") for s in ("https", "http")])
+        self.assertEqual(name.split(".", 1)[1], DOMAIN)
+        self.assertEqual((https.status, http.status), (200, 200), https.describe())
+        self.assertEqual(
+            [(r.target, r.header("host")) for r in self.upstream.received],
+            [
+                ("/secure", f"{name}:{self.edge.ports['https']}"),
+                ("/plain", f"{name}:{self.edge.ports['http']}"),
+            ],
+        )
+
+    @inlineCallbacks
+    def test_subdomain(self) -> Steps[None]:
+        """
+        C{--subdomain web} binds C{web.tunnels.test}, reachable over HTTPS
+        and HTTP.
+        """
+        urls = yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+
+        https = yield self.curl.fetch(self.edge.url("https", "web.tunnels.test"))
+        http = yield self.curl.fetch(self.edge.url("http", "web.tunnels.test"))
+
+        self.assertEqual(
+            urls, [self.edge.url(s, "web.tunnels.test", "") for s in ("https", "http")]
+        )
+        self.assertEqual((https.status, http.status), (200, 200), https.describe())
+
+    @inlineCallbacks
+    def test_hostname(self) -> Steps[None]:
+        """
+        C{--hostname app.apps.test}, a name the edge lists for the agent's
+        authtoken (under C{*.apps.test}), binds exactly that name, reachable
+        over HTTPS and HTTP.
+        """
+        arguments = [str(self.upstream.port), "--hostname", "app.apps.test"]
+        urls = yield self.start_tunnel(*arguments)
+
+        https = yield self.curl.fetch(self.edge.url("https", "app.apps.test"))
+        http = yield self.curl.fetch(self.edge.url("http", "app.apps.test"))
+
+        self.assertEqual(
+            urls, [self.edge.url(s, "app.apps.test", "") for s in ("https", "http")]
+        )
+        self.assertEqual((https.status, http.status), (200, 200), https.describe())
+
+    @inlineCallbacks
+    def test_wildcard_hostname(self) -> Steps[None]:
+        """
+        C{--hostname *.apps.test} serves every name below C{apps.test}, and
+        the upstream sees each name the clients asked for.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--hostname", "*.apps.test")
+
+        one = yield self.curl.fetch(self.edge.url("https", "one.apps.test"))
+        two = yield self.curl.fetch(self.edge.url("http", "two.deep.apps.test"))
+
+        self.assertEqual((one.status, two.status), (200, 200), one.describe())
+        self.assertEqual(
+            [r.header("host") for r in self.upstream.received],
+            [
+                f"one.apps.test:{self.edge.ports['https']}",
+                f"two.deep.apps.test:{self.edge.ports['http']}",
+            ],
+        )
+
+    @inlineCallbacks
+    def test_http_only(self) -> Steps[None]:
+        """
+        A tunnel started with C{--scheme http} gets only an http URL; the
+        same name over HTTPS is answered C{404 TK_TUNNEL_NOT_FOUND}.
+        """
+        arguments = [str(self.upstream.port), "--subdomain", "plain"]
+        urls = yield self.start_tunnel(*arguments, "--scheme", "http", count=1)
+
+        http = yield self.curl.fetch(self.edge.url("http", "plain.tunnels.test"))
+        https = yield self.curl.fetch(self.edge.url("https", "plain.tunnels.test"))
+
+        self.assertEqual(urls, [self.edge.url("http", "plain.tunnels.test", "")])
+        self.assertEqual(http.status, 200, http.describe())
+        self.assertEqual(
+            (https.status, https.header("tunnelkit-error-code")),
+            (404, "TK_TUNNEL_NOT_FOUND"),
+            https.describe(),
+        )
+
+    @inlineCallbacks
+    def test_https_only(self) -> Steps[None]:
+        """
+        A tunnel started with C{--scheme https} gets only an https URL; the
+        same name over HTTP is answered C{404 TK_TUNNEL_NOT_FOUND}.
+        """
+        arguments = [str(self.upstream.port), "--subdomain", "secure"]
+        urls = yield self.start_tunnel(*arguments, "--scheme", "https", count=1)
+
+        https = yield self.curl.fetch(self.edge.url("https", "secure.tunnels.test"))
+        http = yield self.curl.fetch(self.edge.url("http", "secure.tunnels.test"))
+
+        self.assertEqual(urls, [self.edge.url("https", "secure.tunnels.test", "")])
+        self.assertEqual(https.status, 200, https.describe())
+        self.assertEqual(
+            (http.status, http.header("tunnelkit-error-code")),
+            (404, "TK_TUNNEL_NOT_FOUND"),
+            http.describe(),
+        )
+
+
+class BasicAuthTests(HttpTunnelTestCase):
+    """
+    A tunnel with C{--basic-auth} users lets through only requests that
+    carry one of them.
+    """
+
+    @inlineCallbacks
+    def arrange(self) -> Steps[None]:
+        self.upstream: RecordingUpstream = yield listen_recording(self)
+        yield self.start_edge()
+        yield self.start_tunnel(
+            str(self.upstream.port),
+            "--subdomain",
+            "private",
+            "--basic-auth",
+            "ann:correct horse",
+            "--basic-auth",
+            "bob:battery staple",
+        )
+        self.url = self.edge.url("https", "private.tunnels.test")
+
+    @inlineCallbacks
+    def test_no_credentials(self) -> Steps[None]:
+        """
+        A request without credentials is answered C{401} with a
+        C{WWW-Authenticate: Basic} challenge and never reaches the upstream.
+        """
+        response = yield self.curl.fetch(self.url)
+
+        self.assertEqual(
+            (response.status, response.header("tunnelkit-error-code")),
+            (401, "TK_BASIC_AUTH_REQUIRED"),
+            response.describe(),
+        )
+        challenge = response.header("www-authenticate") or ""
+        self.assertTrue(challenge.startswith('Basic realm="tunnelkit"'), challenge)
+        self.assertEqual(self.upstream.received, [])
+
+    @inlineCallbacks
+    def test_wrong_password(self) -> Steps[None]:
+        """
+        A known user with a wrong password is answered C{401}.
+        """
+        response = yield self.curl.fetch(self.url, "-u", "ann:wrong horse")
+
+        self.assertEqual(response.status, 401, response.describe())
+        self.assertEqual(self.upstream.received, [])
+
+    @inlineCallbacks
+    def test_right_password(self) -> Steps[None]:
+        """
+        The right user and password get through, and the upstream receives
+        the C{Authorization} header as it was sent.
+        """
+        response = yield self.curl.fetch(self.url, "-u", "ann:correct horse")
+
+        self.assertEqual(response.status, 200, response.describe())
+        [received] = self.upstream.received
+        self.assertEqual(
+            received.header("authorization"), "Basic YW5uOmNvcnJlY3QgaG9yc2U="
+        )
+
+    @inlineCallbacks
+    def test_every_user(self) -> Steps[None]:
+        """
+        Each of the tunnel's users gets through.
+        """
+        ann = yield self.curl.fetch(self.url, "-u", "ann:correct horse")
+        bob = yield self.curl.fetch(self.url, "-u", "bob:battery staple")
+
+        self.assertEqual((ann.status, bob.status), (200, 200), bob.describe())
+
+
+class ForwardedHeaderTests(HttpTunnelTestCase):
+    """
+    What the upstream sees of the public request: the C{Host} that
+    C{--host-header} says, and the C{X-Forwarded-*} headers the edge adds.
+    """
+
+    @inlineCallbacks
+    def arrange(self) -> Steps[None]:
+        self.upstream: RecordingUpstream = yield listen_recording(self)
+        yield self.start_edge()
+
+    @inlineCallbacks
+    def test_host_preserved_by_default(self) -> Steps[None]:
+        """
+        By default the upstream sees the public C{Host}, port included, as
+        the client sent it.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+
+        response = yield self.curl.fetch(self.edge.url("http", "web.tunnels.test"))
+
+        public = f"web.tunnels.test:{self.edge.ports['http']}"
+        self.assertEqual(host_seen(response.body), public, response.describe())
+
+    @inlineCallbacks
+    def test_host_rewritten(self) -> Steps[None]:
+        """
+        With C{--host-header rewrite} the upstream sees C{localhost:PORT},
+        its own address, and the public host in C{X-Forwarded-Host}.
+        """
+        port = self.upstream.port
+        yield self.start_tunnel(
+            str(port), "--subdomain", "web", "--host-header", "rewrite"
+        )
+
+        response = yield self.curl.fetch(self.edge.url("http", "web.tunnels.test"))
+
+        [received] = self.upstream.received
+        self.assertEqual(host_seen(response.body), f"localhost:{port}")
+        self.assertEqual(
+            received.all("x-forwarded-host"),
+            [f"web.tunnels.test:{self.edge.ports['http']}"],
+        )
+
+    @inlineCallbacks
+    def test_host_literal(self) -> Steps[None]:
+        """
+        With C{--host-header example.org} the upstream sees exactly
+        C{example.org}.
+        """
+        arguments = ["--subdomain", "web", "--host-header", "example.org"]
+        yield self.start_tunnel(str(self.upstream.port), *arguments)
+
+        response = yield self.curl.fetch(self.edge.url("https", "web.tunnels.test"))
+
+        self.assertEqual(host_seen(response.body), "example.org", response.describe())
+
+    @inlineCallbacks
+    def test_forwarded_headers(self) -> Steps[None]:
+        """
+        A plain HTTP request reaches the upstream with C{X-Forwarded-For}
+        naming the client's address, C{X-Forwarded-Proto: http} and
+        C{X-Forwarded-Host} naming the public host.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+
+        yield self.curl.fetch(self.edge.url("http", "web.tunnels.test"))
+
+        [received] = self.upstream.received
+        self.assertEqual(
+            [received.all(f"x-forwarded-{name}") for name in ("for", "proto", "host")],
+            [[LOOPBACK], ["http"], [f"web.tunnels.test:{self.edge.ports['http']}"]],
+        )
+
+    @inlineCallbacks
+    def test_forwarded_headers_from_client(self) -> Steps[None]:
+        """
+        Over HTTPS, the client's own C{X-Forwarded-For} is kept with the
+        client's address appended, while the C{X-Forwarded-Proto} and
+        C{X-Forwarded-Host} it sent are replaced by the edge's.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+        sent = {
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Forwarded-Proto": "ftp",
+            "X-Forwarded-Host": "forged.example",
+        }
+        options = [f"-H{name}: {value}" for name, value in sent.items()]
+
+        response = yield self.curl.fetch(
+            self.edge.url("https", "web.tunnels.test"), *options
+        )
+
+        self.assertEqual(response.status, 200, response.describe())
+        [received] = self.upstream.received
+        self.assertEqual(
+            [received.all(f"x-forwarded-{name}") for name in ("for", "proto", "host")],
+            [
+                [f"203.0.113.9, {LOOPBACK}"],
+                ["https"],
+                [f"web.tunnels.test:{self.edge.ports['https']}"],
+            ],
+        )
+
+
+class KeepAliveTests(HttpTunnelTestCase):
+    """
+    A public keep-alive connection carries several requests through the
+    tunnel.
+    """
+
+    @inlineCallbacks
+    def test_requests_share_one_connection(self) -> Steps[None]:
+        """
+        curl fetching three URLs of a tunnel opens one connection (it
+        reports one connect, then none), and the upstream receives the
+        three requests on one connection of its own.
+        """
+        upstream = yield listen_recording(self)
+        yield self.start_edge()
+        yield self.start_tunnel(str(upstream.port), "--subdomain", "web")
+        arguments = ["-w", "%{num_connects} "]
+        for n in range(3):
+            url = self.edge.url("http", "web.tunnels.test", f"/{n}")
+            arguments += ["-o", "/dev/null", url]
+
+        curl = yield self.curl.run(arguments)
+
+        self.assertEqual(
+            (curl.exit_code, curl.text("out")), (0, "1 0 0 "), curl.describe()
+        )
+        self.assertEqual([r.target for r in upstream.received], ["/0", "/1", "/2"])
+        self.assertEqual(len({r.peer_port for r in upstream.received}), 1)
+
+
+class WebSocketTests(HttpTunnelTestCase):
+    """
+    A WebSocket connection works through an HTTP tunnel.
+    """
+
+    @inlineCallbacks
+    def test_echo(self) -> Steps[None]:
+        """
+        A client of the C{websockets} package, connected to
+        C{ws://web.tunnels.test:PORT/} on the edge, upgrades and makes
+        several round trips of text and binary messages with a local echo
+        server, each answer the message it sent.
+        """
+        echo = start_program(
+            self,
+            "websocket echo",
+            [sys.executable, "-m", "tests.wsecho"],
+            self.directory,
+        )
+        listening = yield echo.wait_for_line(LISTENING_LINE)
+        yield self.start_edge()
+        yield self.start_tunnel(listening.group(1), "--subdomain", "web")
+        port = self.edge.ports["http"]
+        messages: list[str | bytes] = [
+            "hello through the tunnel",
+            bytes(range(256)) * 4,
+            "ünïcödé " * 1000,
+            b"\x00" * 200_000,
+            "last",
+        ]
+
+        answers = yield bounded(
+            deferToThread(
+                round_trips, port, f"ws://web.tunnels.test:{port}/", messages, WAIT
+            ),
+            2 * WAIT,
+            "the WebSocket round trips",
+        )
+
+        self.assertEqual(answers, messages)
+
+
+class EmbeddedEdgeTests(HttpTunnelTestCase):
+    """
+    C{tunnelkit http PORT} with no edge configured runs an embedded edge on
+    loopback and prints a URL that works from the same machine.
+    """
+
+    @inlineCallbacks
+    def test_prints_working_url(self) -> Steps[None]:
+        """
+        With an empty home, C{tunnelkit http PORT} prints a C{Forwarding}
+        line C{http://NAME.localhost:N -> http://localhost:PORT}, and a
+        request to that URL (its name resolved to loopback) reaches the
+        local service.
+        """
+        upstream = yield listen_recording(self)
+        curl = Curl(self, self.directory, None)
+        argv = TUNNELKIT + ["http", str(upstream.port)]
+        agent = start_program(self, "tunnelkit http", argv, home=self.directory)
+        forwarding = yield agent.wait_for_line(EMBEDDED_FORWARDING_LINE, stream="out")
+        name, port, target = forwarding.groups()
+
+        response = yield curl.fetch(f"http://{name}:{port}/embedded")
+
+        self.assertEqual(target, f"http://localhost:{upstream.port}")
+        self.assertEqual(response.status, 200, response.describe())
+        self.assertEqual(host_seen(response.body), f"{name}:{port}")
+
+
+class TwistdTests(HttpTunnelTestCase):
+    """
+    The twistd plugins serve HTTP tunnels defined in the agent's config.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_tunnel_from_config(self) -> Steps[None]:
+        """
+        C{twistd -n tunnel-edge} with HTTP listeners and C{twistd -n tunnel}
+        with a C{proto: http} tunnel in its C{ngrok.yml} bind it on both
+        schemes, and both URLs reach the local service.
+        """
+        upstream = yield listen_recording(self)
+        yield self.start_edge(twistd=True)
+        config = write_agent_config(
+            self.directory,
+            self.edge.edge.server_addr,
+            self.edge.ca_path,
+            TOKEN,
+            http_tunnels={"web": str(upstream.port)},
+        )
+        agent = start_agent(self, self.directory, ["--config", config], twistd=True)
+        urls = yield tunnel_urls(agent)
+
+        https = yield self.curl.fetch(urls[0])
+        http = yield self.curl.fetch(urls[1])
+
+        self.assertEqual([u.split("://")[0] for u in urls], ["https", "http"])
+        self.assertEqual((https.status, http.status), (200, 200), https.describe())
+        self.assertEqual(len(upstream.received), 2)
