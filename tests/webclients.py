@@ -51,7 +51,9 @@ class Fetched:
     @ivar status: the HTTP status of the last response, 0 if none came.
     @ivar headers: the header fields of the last response, names in lower
         case, in order.
-    @ivar body: its body.
+    @ivar body: what curl wrote as output: the body (with C{--head}, the
+        head).
+    @ivar downloaded: the body bytes curl counted (C{size_download}).
     @ivar errors: what curl wrote on standard error.
     """
 
@@ -59,6 +61,7 @@ class Fetched:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    downloaded: int
     errors: str
 
     def header(self, name: str) -> str | None:
@@ -158,17 +161,23 @@ class Curl:
         """
         stem = os.path.join(self.directory, f"curl-{self.runs + 1}")
         arguments = ["-D", f"{stem}.head", "-o", f"{stem}.body"]
-        arguments += ["-w", "%{http_code}", *options, url]
+        arguments += ["-w", "%{http_code} %{size_download}", *options, url]
         return self.run(arguments, seconds).addCallback(_fetched, stem)
 
 
 def _fetched(program: Program, stem: str) -> Fetched:
-    status = int(program.text("out").strip() or 0)
+    written = program.text("out").split()
+    status, downloaded = written if len(written) == 2 else ("0", "0")
     heads = _read(f"{stem}.head").decode("latin-1").split("\r\n\r\n")
     blocks = [block for block in heads if block.strip()]
     headers = _parse_head(blocks[-1])[1] if blocks else []
     return Fetched(
-        program.exit_code, status, headers, _read(f"{stem}.body"), program.text("err")
+        program.exit_code,
+        int(status),
+        headers,
+        _read(f"{stem}.body"),
+        int(downloaded),
+        program.text("err"),
     )
 
 
