@@ -18,7 +18,7 @@ import httptools
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.interfaces import IListeningPort, IPullProducer
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPullProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -204,6 +204,7 @@ class Transfer:
 
 
 _BYTES_TARGET = re.compile(rb"/bytes/([0-9]+)")
+_RATE_TARGET = re.compile(rb"[^?]*\?rate=([0-9]+)")
 
 
 @implementer(IPullProducer)
@@ -212,8 +213,9 @@ class _BulkExchange(Protocol):
     One connection to the bulk upstream, one request on it: C{GET
     /bytes/N} is answered with the first N bytes of L{tests.pattern}'s
     stream as the connection takes them; any other request has its body
-    hashed as it arrives and is answered with a JSON C{{"length": N,
-    "sha256": HEX}}. The connection is closed after the response.
+    hashed as it arrives (no faster than C{rate} bytes a second when the
+    target ends with C{?rate=N}) and is answered with a JSON C{{"length":
+    N, "sha256": HEX}}. The connection is closed after the response.
     """
 
     # typing note: the TCP transport's producer and abort methods are on no
@@ -228,6 +230,10 @@ class _BulkExchange(Protocol):
         self.chunked = False
         self.transfer: Transfer | None = None
         self.blocks: Iterator[bytes] = iter(())
+        self.total = 0
+        self.rate = 0
+        self.started = 0.0
+        self.resume: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self.upstream.connections.add(self)
@@ -240,6 +246,8 @@ class _BulkExchange(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.upstream.connections.discard(self)
+        if self.resume is not None and self.resume.active():
+            self.resume.cancel()
 
     # Parser callbacks
 
@@ -248,6 +256,10 @@ class _BulkExchange(Protocol):
 
     def on_headers_complete(self) -> None:
         self.transfer = Transfer("received", chunked=self.chunked)
+        limited = _RATE_TARGET.fullmatch(self.target)
+        if limited is not None:
+            self.rate = int(limited.group(1))
+            self.started = reactor.seconds()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
@@ -257,6 +269,16 @@ class _BulkExchange(Protocol):
         assert self.transfer is not None
         self.transfer.length += len(body)
         self.digest.update(body)
+        if self.rate and self.resume is None:
+            due = self.started + self.transfer.length / self.rate
+            late = due - reactor.seconds()
+            if late > 0:
+                self.transport.pauseProducing()
+                self.resume = reactor.callLater(late, self._read_again)
+
+    def _read_again(self) -> None:
+        self.resume = None
+        self.transport.resumeProducing()
 
     def on_message_complete(self) -> None:
         transfer = self.transfer
@@ -283,6 +305,7 @@ class _BulkExchange(Protocol):
         transfer = Transfer("sent")
         self.upstream.transfers.append(transfer)
         self.transfer = transfer
+        self.total = total
         self.blocks = pattern_blocks(total)
         self.transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
@@ -294,14 +317,14 @@ class _BulkExchange(Protocol):
         transfer = self.transfer
         assert transfer is not None
         block = next(self.blocks, None)
-        if block is None:
+        if block is not None:
+            transfer.length += len(block)
+            self.digest.update(block)
+            self.transport.write(block)
+        if transfer.length >= self.total:
             transfer.sha256 = self.digest.hexdigest()
             self.transport.unregisterProducer()
             self.transport.loseConnection()
-            return
-        transfer.length += len(block)
-        self.digest.update(block)
-        self.transport.write(block)
 
     def stopProducing(self) -> None:
         self.blocks = iter(())
@@ -323,7 +346,8 @@ class BulkUpstream:
     A local web service for bulk transfers: C{GET /bytes/N} sends N bytes
     of L{tests.pattern}'s stream in 1 MiB writes paced by the
     connection, and a request with a body gets the body's length and
-    SHA-256 back as JSON. Nothing is kept but counts and digests.
+    SHA-256 back as JSON (C{POST /PATH?rate=N} reads the body at N bytes a
+    second at most). Nothing is kept but counts and digests.
 
     @ivar port: its loopback port.
     @ivar transfers: every body counted so far.
