@@ -239,6 +239,56 @@ class ForwardingTests(IngressTestCase):
             b"X-Forwarded-Host: web.tunnels.test\r\n\r\n",
         )
 
+    def test_every_forwarded_for_kept(self) -> None:
+        """
+        When a client sends several C{X-Forwarded-For} fields, every value
+        is kept, in order, before the client's own address.
+        """
+        self.ingress.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: web.tunnels.test\r\n"
+            b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\n"
+            b"\r\n"
+        )
+
+        self.assertIn(
+            b"\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 203.0.113.9\r\n",
+            self.stream.payload(),
+        )
+
+    def test_absolute_target_names_the_host(self) -> None:
+        """
+        A request with an absolute target is routed by its authority, and
+        that authority, not the C{Host} the client sent, is the C{Host} and
+        the C{X-Forwarded-Host} the upstream sees.
+        """
+        self.ingress.dataReceived(
+            b"GET http://web.tunnels.test/a HTTP/1.1\r\nHost: forged.example\r\n"
+            b"\r\n"
+        )
+
+        payload = self.stream.payload()
+        self.assertEqual(
+            payload,
+            b"GET http://web.tunnels.test/a HTTP/1.1\r\nHost: web.tunnels.test\r\n"
+            b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n"
+            b"X-Forwarded-Host: web.tunnels.test\r\n\r\n",
+        )
+
+    def test_absolute_target_without_host(self) -> None:
+        """
+        A request with an absolute target and no C{Host} reaches the
+        upstream with the authority as its C{Host}.
+        """
+        self.ingress.dataReceived(b"GET http://web.tunnels.test/a HTTP/1.0\r\n\r\n")
+
+        payload = self.stream.payload()
+        self.assertEqual(
+            payload,
+            b"GET http://web.tunnels.test/a HTTP/1.0\r\n"
+            b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n"
+            b"X-Forwarded-Host: web.tunnels.test\r\nHost: web.tunnels.test\r\n\r\n",
+        )
+
     def test_host_rewritten(self) -> None:
         """
         A binding with a host header gives the upstream that C{Host}; the

@@ -8,9 +8,10 @@ Request heads are parsed with httptools (llhttp); bodies, whether sized by
 C{Content-Length} or chunked, pass through in the pieces they arrive in and
 are never held whole. The edge changes a request only by adding
 C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host} (replacing
-any the client sent for the last two) and, when the tunnel asks, the
-C{Host} header; chunked bodies are framed anew, so chunk sizes and trailers
-are not kept.
+any the client sent for the last two) and the C{Host} header, when the
+tunnel asks or when the target is an absolute URI (whose authority then
+stands for the host); chunked bodies are framed anew, so chunk sizes and
+trailers are not kept.
 
 Responses are not parsed. So that they stay in order, a request the edge
 refuses after others went to the agent on the same connection is answered
@@ -190,6 +191,7 @@ class HttpIngress(Protocol):
         self._chunked = False
         self._forwarding = False
         self._host: str | None = None
+        self._authority: bytes | None = None
         self._binding: HttpBinding | None = None
         self._stream: _RequestStream | None = None
         self._refusal: _Refusal | None = None
@@ -331,11 +333,15 @@ class HttpIngress(Protocol):
             elif lowered == b"authorization":
                 authorization = value
             elif lowered == b"x-forwarded-for":
-                forwarded_for = value if forwarded_for is None else forwarded_for
+                if forwarded_for is not None:
+                    value = forwarded_for + b", " + value
+                forwarded_for = value
         url = self._url
+        self._authority = None
         if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
             authority = url.split(b"/", 3)[2]
-            host_values = [authority.rpartition(b"@")[2]]
+            self._authority = authority.rpartition(b"@")[2]
+            host_values = [self._authority]
         if len(host_values) != 1:
             self._stop(
                 400,
@@ -400,13 +406,19 @@ class HttpIngress(Protocol):
         parser = self._parser
         version = parser.get_http_version().encode("ascii")
         lines = [method + b" " + self._url + b" HTTP/" + version]
-        public_host = b""
+        # An absolute target's authority is what the request was routed by,
+        # so it stands for the public host, whatever Host the client sent.
+        authority = self._authority
+        public_host = b"" if authority is None else authority
+        sent_host = False
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == b"host":
-                public_host = value
-                if binding.host_header:
-                    value = binding.host_header
+                if sent_host:
+                    continue
+                sent_host = True
+                public_host = value if authority is None else authority
+                value = binding.host_header or public_host
             elif lowered == b"x-forwarded-for":
                 continue
             elif lowered in _FORWARDED:
@@ -418,6 +430,8 @@ class HttpIngress(Protocol):
         lines.append(b"X-Forwarded-For: " + client)
         lines.append(b"X-Forwarded-Proto: " + self.scheme.encode("ascii"))
         lines.append(b"X-Forwarded-Host: " + public_host)
+        if not sent_host:
+            lines.append(b"Host: " + (binding.host_header or public_host))
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
