@@ -12,10 +12,13 @@ L{tests.webtunnels}, L{tests.webclients} and L{tests.webservers}.
 """
 
 import json
+import os
 import sys
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.threads import deferToThread
+from twisted.python.filepath import FilePath
 
 from tests.e2e import (
     LOOPBACK,
@@ -28,10 +31,12 @@ from tests.e2e import (
     start_program,
     write_agent_config,
 )
-from tests.webclients import Curl
+from tests.rawhttp import read_response
+from tests.webclients import Curl, RawConnections
 from tests.webservers import RecordingUpstream, listen_recording
 from tests.webtunnels import DOMAIN, HttpTunnelTestCase, host_of, tunnel_urls
 from tests.wsecho import LISTENING_LINE, round_trips
+from tunnelkit.pki import ensure_edge_certificate
 
 EMBEDDED_FORWARDING_LINE = (
     r"^Forwarding\s+http://([0-9a-z-]+\.localhost):([0-9]+) -> (\S+)$"
@@ -330,17 +335,19 @@ class ForwardedHeaderTests(HttpTunnelTestCase):
     @inlineCallbacks
     def test_forwarded_headers_from_client(self) -> Steps[None]:
         """
-        Over HTTPS, the client's own C{X-Forwarded-For} is kept with the
-        client's address appended, while the C{X-Forwarded-Proto} and
-        C{X-Forwarded-Host} it sent are replaced by the edge's.
+        Over HTTPS, the client's own C{X-Forwarded-For} fields are kept
+        (joined into one list) with the client's address appended, while
+        the C{X-Forwarded-Proto} and C{X-Forwarded-Host} it sent are
+        replaced by the edge's.
         """
         yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
-        sent = {
-            "X-Forwarded-For": "203.0.113.9",
-            "X-Forwarded-Proto": "ftp",
-            "X-Forwarded-Host": "forged.example",
-        }
-        options = [f"-H{name}: {value}" for name, value in sent.items()]
+        sent = [
+            "X-Forwarded-For: 203.0.113.9",
+            "X-Forwarded-For: 198.51.100.7",
+            "X-Forwarded-Proto: ftp",
+            "X-Forwarded-Host: forged.example",
+        ]
+        options = [f"-H{header}" for header in sent]
 
         response = yield self.curl.fetch(
             self.edge.url("https", "web.tunnels.test"), *options
@@ -351,11 +358,104 @@ class ForwardedHeaderTests(HttpTunnelTestCase):
         self.assertEqual(
             [received.all(f"x-forwarded-{name}") for name in ("for", "proto", "host")],
             [
-                [f"203.0.113.9, {LOOPBACK}"],
+                [f"203.0.113.9, 198.51.100.7, {LOOPBACK}"],
                 ["https"],
                 [f"web.tunnels.test:{self.edge.ports['https']}"],
             ],
         )
+
+    @inlineCallbacks
+    def test_absolute_target(self) -> Steps[None]:
+        """
+        A request whose target is an absolute URI is routed by the URI's
+        host, and the upstream sees that host, not the C{Host} the client
+        sent, in C{Host} and C{X-Forwarded-Host}.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+        public = f"web.tunnels.test:{self.edge.ports['http']}"
+        connection = yield RawConnections(self).connect(self.edge.ports["http"])
+
+        connection.send(
+            f"GET http://{public}/absolute HTTP/1.1\r\nHost: forged.example\r\n"
+            "Connection: close\r\n\r\n".encode("ascii")
+        )
+        received = yield connection.wait_closed()
+
+        self.assertEqual(read_response(received).status, 200, received)
+        [request] = self.upstream.received
+        self.assertEqual(
+            (request.all("host"), request.all("x-forwarded-host")),
+            ([public], [public]),
+        )
+
+
+class UpstreamTests(HttpTunnelTestCase):
+    """
+    The agent reaches local services over TLS too.
+    """
+
+    @inlineCallbacks
+    def test_https_upstream(self) -> Steps[None]:
+        """
+        C{tunnelkit http https://localhost:PORT} reaches a local HTTPS
+        service with a certificate from a private CA (not checked, as
+        documented), and C{--host-header rewrite} gives it
+        C{localhost:PORT}.
+        """
+        issued = ensure_edge_certificate(
+            FilePath(os.path.join(self.directory, "upstream-tls")),
+            ["localhost", LOOPBACK],
+        )
+        pem = issued.cert_path.getContent() + issued.key_path.getContent()
+        tls = PrivateCertificate.loadPEM(pem).options()
+        upstream = yield listen_recording(self, tls)
+        yield self.start_edge()
+        address = f"https://localhost:{upstream.port}"
+        yield self.start_tunnel(
+            address, "--subdomain", "web", "--host-header", "rewrite"
+        )
+
+        response = yield self.curl.fetch(self.edge.url("https", "web.tunnels.test"))
+
+        self.assertEqual(response.status, 200, response.describe())
+        [request] = upstream.received
+        self.assertEqual(
+            (request.secure, request.header("host")),
+            (True, f"localhost:{upstream.port}"),
+        )
+
+
+class EdgeRestartTests(HttpTunnelTestCase):
+    """
+    An HTTP tunnel outlives a restart of its edge.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_random_name_kept(self) -> Steps[None]:
+        """
+        When the edge is stopped and started again with the same agent port
+        and state directory, the agent reconnects by itself and gets the
+        same random name back, which reaches the local service again.
+        """
+        upstream = yield listen_recording(self)
+        yield self.start_edge()
+        agent = self.start_agent(str(upstream.port))
+        before = yield tunnel_urls(agent)
+        yield self.edge.edge.program.stop()
+        yield self.start_edge(agent_port=self.edge.edge.agent_port, name="edge-2.yml")
+
+        yield agent.wait_for_event(30.0, 4, msg="started tunnel")
+        after = [
+            e["url"] for e in agent.log_events() if e.get("msg") == "started tunnel"
+        ]
+        response = yield self.curl.fetch(after[3])
+
+        self.assertEqual(
+            [host_of(url) for url in after[2:]], [host_of(url) for url in before]
+        )
+        self.assertEqual(response.status, 200, response.describe())
 
 
 class KeepAliveTests(HttpTunnelTestCase):
@@ -393,13 +493,22 @@ class WebSocketTests(HttpTunnelTestCase):
     A WebSocket connection works through an HTTP tunnel.
     """
 
+    MESSAGES: list[str | bytes] = [
+        "hello through the tunnel",
+        bytes(range(256)) * 4,
+        "ünïcödé " * 1000,
+        b"\x00" * 200_000,
+        "last",
+    ]
+
     @inlineCallbacks
-    def test_echo(self) -> Steps[None]:
+    def echo_through(self, scheme: str) -> Steps[list[str | bytes]]:
         """
-        A client of the C{websockets} package, connected to
-        C{ws://web.tunnels.test:PORT/} on the edge, upgrades and makes
-        several round trips of text and binary messages with a local echo
-        server, each answer the message it sent.
+        Start a local WebSocket echo server and a tunnel to it as
+        C{web.tunnels.test}, then make round trips of L{MESSAGES} over
+        C{scheme} (C{ws} or C{wss}) through the edge.
+
+        @return: a Deferred firing with the answers.
         """
         echo = start_program(
             self,
@@ -410,24 +519,38 @@ class WebSocketTests(HttpTunnelTestCase):
         listening = yield echo.wait_for_line(LISTENING_LINE)
         yield self.start_edge()
         yield self.start_tunnel(listening.group(1), "--subdomain", "web")
-        port = self.edge.ports["http"]
-        messages: list[str | bytes] = [
-            "hello through the tunnel",
-            bytes(range(256)) * 4,
-            "ünïcödé " * 1000,
-            b"\x00" * 200_000,
-            "last",
-        ]
-
+        port = self.edge.ports["https" if scheme == "wss" else "http"]
+        uri = f"{scheme}://web.tunnels.test:{port}/"
         answers = yield bounded(
             deferToThread(
-                round_trips, port, f"ws://web.tunnels.test:{port}/", messages, WAIT
+                round_trips, port, uri, self.MESSAGES, WAIT, self.edge.ca_path
             ),
             2 * WAIT,
-            "the WebSocket round trips",
+            f"the WebSocket round trips to {uri}",
         )
+        return answers
 
-        self.assertEqual(answers, messages)
+    @inlineCallbacks
+    def test_echo(self) -> Steps[None]:
+        """
+        A client of the C{websockets} package, connected to
+        C{ws://web.tunnels.test:PORT/} on the edge, upgrades and makes
+        several round trips of text and binary messages with a local echo
+        server, each answer the message it sent.
+        """
+        answers = yield self.echo_through("ws")
+
+        self.assertEqual(answers, self.MESSAGES)
+
+    @inlineCallbacks
+    def test_echo_over_tls(self) -> Steps[None]:
+        """
+        The same round trips work over C{wss://}, with TLS ending at the
+        edge.
+        """
+        answers = yield self.echo_through("wss")
+
+        self.assertEqual(answers, self.MESSAGES)
 
 
 class EmbeddedEdgeTests(HttpTunnelTestCase):

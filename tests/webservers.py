@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import httptools
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPullProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -31,11 +31,13 @@ from tests.pattern import pattern_blocks
 
 
 def _listen(
-    test: TestCase, factory: Factory[Any], open_connections: set[Any]
+    test: TestCase, factory: Factory[Any], open_connections: set[Any], tls: Any = None
 ) -> Deferred:
     """
     Listen on a loopback port picked by the kernel until the test's
     clean-up, which first aborts every connection in C{open_connections}.
+
+    @param tls: server TLS options, to listen with TLS.
 
     @return: a Deferred firing with the port number.
     """
@@ -53,7 +55,9 @@ def _listen(
         number: int = address.port
         return number
 
-    endpoint = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
+    endpoint: Any = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
+    if tls is not None:
+        endpoint = SSL4ServerEndpoint(reactor, 0, tls, interface=LOOPBACK)
     return endpoint.listen(factory).addCallback(listening)
 
 
@@ -71,6 +75,7 @@ class Received:
     @ivar peer_port: the port of the connection it came on, which tells
         requests on one connection from requests on several.
     @ivar body: the request body.
+    @ivar secure: whether it came over TLS.
     """
 
     method: str
@@ -78,6 +83,7 @@ class Received:
     headers: list[tuple[str, str]]
     peer_port: int
     body: bytes
+    secure: bool
 
     def header(self, name: str) -> str | None:
         """
@@ -120,6 +126,7 @@ class _Recorder(Resource):
             headers,
             peer.port,
             body,
+            request.isSecure(),
         )
         self.received.append(entry)
         request.setHeader(b"content-type", b"application/json")
@@ -165,15 +172,17 @@ class RecordingUpstream:
     received: list[Received] = field(default_factory=list)
 
 
-def listen_recording(test: TestCase) -> Deferred:
+def listen_recording(test: TestCase, tls: Any = None) -> Deferred:
     """
     Start a L{RecordingUpstream} until the test's clean-up.
 
+    @param tls: server TLS options (a C{CertificateOptions}), to
+        serve HTTPS instead of HTTP.
     @return: a Deferred firing with it.
     """
     upstream = RecordingUpstream()
     site = _RecordingSite(_Recorder(upstream.received))
-    listening = _listen(test, site, site.connections)
+    listening = _listen(test, site, site.connections, tls)
 
     def started(port: int) -> RecordingUpstream:
         upstream.port = port

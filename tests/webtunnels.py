@@ -72,6 +72,8 @@ def start_http_edge(
     http_head_timeout: str | None = None,
     certificate_names: list[str] | None = None,
     twistd: bool = False,
+    agent_port: int = 0,
+    name: str = "edge.yml",
 ) -> Steps[HttpEdge]:
     """
     Start an edge for the domain L{DOMAIN} serving public HTTP and HTTPS
@@ -86,6 +88,8 @@ def start_http_edge(
         as for names outside its domain it must be. Without it, the edge
         presents the certificate it issues itself for its domain.
     @param twistd: run it as C{twistd -n tunnel-edge}.
+    @param agent_port: the port for agents, 0 for one the kernel picks.
+    @param name: the name of its config file in C{directory}.
     @return: a Deferred firing with the L{HttpEdge}.
     """
     tls = ca_path = None
@@ -104,6 +108,8 @@ def start_http_edge(
         hostnames=hostnames,
         http_head_timeout=http_head_timeout,
         tls=tls,
+        agent_port=agent_port,
+        name=name,
     )
     edge = yield start_edge(test, directory, config, twistd)
     ports = {}

@@ -10,6 +10,7 @@ it is stopped by a signal.
 """
 
 import socket
+import ssl
 import sys
 
 from websockets.sync.client import connect
@@ -36,7 +37,11 @@ def main() -> int:
 
 
 def round_trips(
-    port: int, uri: str, messages: list[str | bytes], seconds: float
+    port: int,
+    uri: str,
+    messages: list[str | bytes],
+    seconds: float,
+    ca_path: str | None = None,
 ) -> list[str | bytes]:
     """
     Open a WebSocket to C{uri} over a TCP connection to loopback C{port}
@@ -45,13 +50,19 @@ def round_trips(
 
     @param seconds: the limit of the connection, of the handshake and of
         each wait for an answer.
+    @param ca_path: for a C{wss://} URI, the CA the server's certificate
+        must come from.
     @return: the answers, in order.
     """
+    context = None
+    if uri.startswith("wss://"):
+        context = ssl.create_default_context(cafile=ca_path)
     answers: list[str | bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
         with connect(
             uri,
             sock=sock,
+            ssl=context,
             proxy=None,
             compression=None,
             open_timeout=seconds,
