@@ -7,8 +7,18 @@ L{tests.test_e2e_http}.
 """
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
 
-from tests.e2e import TOKEN, Steps, free_port, make_directory
+from tests.e2e import (
+    TOKEN,
+    Steps,
+    free_port,
+    make_directory,
+    start_agent,
+    start_edge,
+    write_agent_config,
+    write_edge_config,
+)
 from tests.rawhttp import Response, read_response, read_responses
 from tests.webclients import Fetched, RawConnections, complete_responses
 from tests.webservers import RecordingUpstream, listen_recording
@@ -170,7 +180,8 @@ class ErrorPageTests(HttpTunnelTestCase):
 class NameConflictTests(HttpTunnelTestCase):
     """
     A name held or owned by one agent is refused to others, which stop
-    with the reason, while the first keeps serving.
+    with the reason, while the first keeps serving; only a new session of
+    the same authtoken takes over the names of one that dropped.
 
     Alice's authtoken lists C{*.apps.test} and C{docs.tunnels.test} under
     its C{hostnames}; Bob's lists none.
@@ -263,3 +274,50 @@ class NameConflictTests(HttpTunnelTestCase):
         yield self.assertRefused(
             "TK_HOSTNAME_RESERVED", port, "--subdomain", "docs", token=OTHER_TOKEN
         )
+
+    @inlineCallbacks
+    def test_restarted_agent_takes_name_over(self) -> Steps[None]:
+        """
+        When an agent stops and another one with the same authtoken (a new
+        session) asks for its subdomain within the grace period, it gets
+        the name at once and serves it.
+        """
+        port = str(self.upstream.port)
+        first = self.start_agent(port, "--subdomain", "web")
+        yield tunnel_urls(first)
+        yield first.stop()
+
+        second = self.start_agent(port, "--subdomain", "web", home=make_directory(self))
+        urls = yield tunnel_urls(second)
+        response = yield self.curl.fetch(self.edge.url("http", "web.tunnels.test"))
+
+        self.assertEqual(urls[1], self.edge.url("http", "web.tunnels.test", ""))
+        self.assertEqual(response.status, 200, response.describe())
+
+
+class UnservedProtocolTests(TestCase):
+    """
+    An edge without public HTTP listeners refuses HTTP tunnels.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_edge_without_http_listeners(self) -> Steps[None]:
+        """
+        C{tunnelkit http} against an edge that sets neither
+        C{http_listener} nor C{https_listener} exits with status 1 and
+        says C{TK_PROTO_UNSUPPORTED}.
+        """
+        directory = make_directory(self)
+        config = write_edge_config(directory, [("alice", TOKEN, [])])
+        edge = yield start_edge(self, directory, config)
+        agent_config = write_agent_config(
+            directory, edge.server_addr, edge.ca_path, TOKEN
+        )
+
+        agent = start_agent(self, directory, ["http", "8080", "--config", agent_config])
+        code = yield agent.wait_for_exit()
+
+        self.assertEqual(code, 1, agent.describe())
+        self.assertIn("TK_PROTO_UNSUPPORTED", agent.text("err"), agent.describe())
