@@ -139,6 +139,28 @@ class ErrorPageTests(HttpTunnelTestCase):
         self.assertEqual(self.upstream.received, [])
 
     @inlineCallbacks
+    def test_slow_second_request(self) -> Steps[None]:
+        """
+        On a keep-alive connection, a second request head that starts but
+        does not end within C{http_head_timeout} is answered C{408
+        TK_REQUEST_TIMEOUT} after the first response.
+        """
+        yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
+        connection = yield self.connections.connect(self.edge.ports["http"])
+        connection.send(b"GET /first HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n")
+        yield connection.wait_for(
+            lambda data: complete_responses(data) == 1, "the first response"
+        )
+
+        connection.send(b"GET /second HTTP/1.1\r\nHost: web.tunnels.test\r\n")
+        received = yield connection.wait_closed()
+
+        first, second = read_responses(received)
+        self.assertEqual(first.status, 200)
+        self.assertErrorPage(second, 408, "TK_REQUEST_TIMEOUT")
+        self.assertEqual([r.target for r in self.upstream.received], ["/first"])
+
+    @inlineCallbacks
     def test_other_host_on_one_connection(self) -> Steps[None]:
         """
         On a keep-alive connection that served a request for one tunnel, a

@@ -218,6 +218,55 @@ class FileServerTests(HttpTunnelTestCase):
         self.assertEqual((second.status, second.body), (304, b""), second.describe())
 
     @inlineCallbacks
+    def test_directory_without_slash(self) -> Steps[None]:
+        """
+        A directory asked for without its trailing slash is redirected
+        (C{301}) to the address with the slash.
+        """
+        response = yield self.curl.fetch(self.url("/sub"))
+
+        self.assertEqual(response.status, 301, response.describe())
+        self.assertTrue(
+            (response.header("location") or "").endswith("/sub/"), response.describe()
+        )
+
+    @inlineCallbacks
+    def test_other_methods(self) -> Steps[None]:
+        """
+        A method other than C{GET} and C{HEAD} is answered C{405} with
+        C{Allow: GET, HEAD}.
+        """
+        response = yield self.curl.fetch(
+            self.url("/hello.txt"), "--data-binary", "ignored"
+        )
+
+        self.assertEqual(
+            (response.status, response.header("allow")),
+            (405, "GET, HEAD"),
+            response.describe(),
+        )
+
+    @inlineCallbacks
+    def test_keep_alive(self) -> Steps[None]:
+        """
+        curl fetching several files in one run uses one connection, and
+        each file comes back whole.
+        """
+        arguments = ["-w", "%{num_connects} "]
+        for name in ("hello.txt", "sub/inner.txt", "alias.txt"):
+            output = os.path.join(self.directory, f"fetched-{name.replace('/', '-')}")
+            arguments += ["-o", output, self.url(f"/{name}")]
+
+        curl = yield self.curl.run(arguments)
+
+        fetched = []
+        for name in ("hello.txt", "sub-inner.txt", "alias.txt"):
+            with open(os.path.join(self.directory, f"fetched-{name}"), "rb") as copy:
+                fetched.append(copy.read())
+        self.assertEqual(curl.text("out"), "1 0 0 ", curl.describe())
+        self.assertEqual(fetched, [HELLO, b"inner\n", HELLO])
+
+    @inlineCallbacks
     def test_symlink_inside(self) -> Steps[None]:
         """
         A symlink to a file inside the directory served is followed.
