@@ -9,6 +9,7 @@ import random
 import socket
 import struct
 
+from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -36,6 +37,7 @@ from tunnelkit.tlstransport import (
     LinkTLSFactory,
     read_in_large_pieces,
     wrap_client_tls,
+    write_many_records_at_once,
     write_through,
 )
 
@@ -507,3 +509,48 @@ class WriteThroughTests(SynchronousTestCase):
         write_through(transport, b"bytes")
 
         self.assertEqual(transport.value(), b"bytes")
+
+
+class WriteManyRecordsTests(SynchronousTestCase):
+    """
+    Tests for L{write_many_records_at_once}.
+    """
+
+    def connected(self) -> SSL.Connection:
+        """
+        @return: the client end of a TLS connection in memory, after its
+            handshake with a server that has the edge's options.
+        """
+        certificate = ensure_edge_certificate(FilePath(self.mktemp()), ["127.0.0.1"])
+        options = server_tls_options(certificate.cert_path, certificate.key_path)
+        server = SSL.Connection(options.getContext(), None)
+        server.set_accept_state()
+        client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        client.set_connect_state()
+        for _ in range(10):
+            for end in (client, server):
+                try:
+                    end.do_handshake()
+                except SSL.WantReadError:
+                    pass
+            for source, sink in ((client, server), (server, client)):
+                try:
+                    sink.bio_write(source.bio_read(2**20))
+                except SSL.WantReadError:
+                    pass
+        return client
+
+    def test_one_send_writes_every_record(self) -> None:
+        """
+        After it, one C{send} of more than a record writes all of it, as
+        full records.
+        """
+        client = self.connected()
+
+        done = write_many_records_at_once(client)
+        sent = client.send(b"r" * (4 * 2**14))
+        lengths = record_lengths(client.bio_read(2**20))
+
+        self.assertTrue(done)
+        self.assertEqual(sent, 4 * 2**14)
+        self.assertEqual(len(lengths), 4)

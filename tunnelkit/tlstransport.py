@@ -12,6 +12,8 @@ L{LinkTLSProtocol}:
     only the bytes of a record that spans two writes (a yamux frame header
     and its payload, say) are copied, and what does not fill a record waits
     for the next write, at most until the next reactor turn;
+  - hands OpenSSL a run of whole records in one call
+    (L{write_many_records_at_once});
   - drains the send BIO once for a run of records and gives the result to
     the socket at once (L{write_through});
   - hands the protocol every record that one socket read completed, joined,
@@ -21,14 +23,16 @@ L{LinkTLSProtocol}:
 
 Handshake, shutdown, producers and errors stay Twisted's.
 
-Known limit: the read and write loops override private methods of
-L{TLSMemoryBIOProtocol} (C{_write}, C{_flushSendBIO} and
-C{_flushReceiveBIO}), stand in for the C{_aggregator} of
-L{BufferingTLSTransport} and take the factory's C{_clock}, and
+Known limit: this leans on private parts of the installed libraries. The
+read and write loops override private methods of L{TLSMemoryBIOProtocol}
+(C{_write}, C{_flushSendBIO} and C{_flushReceiveBIO}), stand in for the
+C{_aggregator} of L{BufferingTLSTransport} and take the factory's C{_clock};
 L{write_through} reads the write buffer of Twisted's socket transport;
-C{tests/test_tlstransport.py} runs the handshake, bulk data both ways, mixed
-small and large writes, record sizes, close and abort through them against
-the installed Twisted, so a change there shows up as a failing test.
+L{write_many_records_at_once} uses pyOpenSSL's private binding, and does
+nothing where it is missing. C{tests/test_tlstransport.py} runs the
+handshake, bulk data both ways, mixed small and large writes, record sizes,
+close and abort through them against the installed libraries, so a change
+there shows up as a failing test.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
@@ -63,6 +68,7 @@ __all__ = [
     "DELIVERY_SIZE",
     "read_in_large_pieces",
     "write_through",
+    "write_many_records_at_once",
     "LinkTLSProtocol",
     "LinkTLSFactory",
     "wrap_client_tls",
@@ -131,6 +137,28 @@ def write_through(transport: Any, data: bytes) -> None:
         transport.write(data[sent:] if sent else data)
 
 
+def write_many_records_at_once(connection: SSL.Connection) -> bool:
+    """
+    Let one C{send} on C{connection} write as many records as it is given.
+
+    pyOpenSSL turns OpenSSL's partial writes on for every connection, so each
+    C{send} writes one record of at most 16 KiB, through a Python call each,
+    and it has no public way to turn them off on a connection. This reaches
+    for its private C{_lib} binding and the connection's C{_ssl}; where they
+    are missing, writes go on one record at a time.
+
+    @return: whether partial writes are now off.
+    """
+    lib = getattr(SSL, "_lib", None)
+    clear_mode = getattr(lib, "SSL_clear_mode", None)
+    partial = getattr(lib, "SSL_MODE_ENABLE_PARTIAL_WRITE", None)
+    ssl = getattr(connection, "_ssl", None)
+    if clear_mode is None or partial is None or ssl is None:
+        return False
+    clear_mode(ssl, partial)
+    return True
+
+
 class LinkTLSProtocol(BufferingTLSTransport):
     """
     A TLS connection that moves runs of records at once; see the module's
@@ -148,6 +176,9 @@ class LinkTLSProtocol(BufferingTLSTransport):
             # large (Twisted's are 128 KiB).
             transport.SEND_LIMIT = LINK_BUFFER_SIZE
         super().makeConnection(transport)
+        # Anything written so far waits for the handshake, unwritten, so
+        # the mode may change now.
+        write_many_records_at_once(self._tlsConnection)
 
     def __init__(
         self,
@@ -218,7 +249,10 @@ class LinkTLSProtocol(BufferingTLSTransport):
                         written += sent
                         record = record[sent:]
                 while size - offset >= _RECORD:
-                    sent = send(view[offset : offset + _RECORD])
+                    # Whole records: one call writes them all, or one of
+                    # them where partial writes are on.
+                    run = min((size - offset) // _RECORD * _RECORD, _DRAIN_EVERY)
+                    sent = send(view[offset : offset + run])
                     written += sent
                     offset += sent
                     if written - unflushed >= _DRAIN_EVERY:
