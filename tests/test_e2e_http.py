@@ -91,6 +91,27 @@ class RoutingTests(HttpTunnelTestCase):
         )
 
     @inlineCallbacks
+    def test_started_tunnel_events(self) -> Steps[None]:
+        """
+        The agent logs one C{started tunnel} event per URL, naming the
+        tunnel C{command_line} for the https one and C{command_line (http)}
+        for the http one, with the upstream as C{addr}.
+        """
+        agent = self.start_agent(str(self.upstream.port), "--subdomain", "web")
+
+        urls = yield tunnel_urls(agent)
+
+        events = [e for e in agent.log_events() if e.get("msg") == "started tunnel"]
+        local = f"http://localhost:{self.upstream.port}"
+        self.assertEqual(
+            [(e["name"], e["addr"], e["url"]) for e in events],
+            [
+                ("command_line", local, urls[0]),
+                ("command_line (http)", local, urls[1]),
+            ],
+        )
+
+    @inlineCallbacks
     def test_subdomain(self) -> Steps[None]:
         """
         C{--subdomain web} binds C{web.tunnels.test}, reachable over HTTPS

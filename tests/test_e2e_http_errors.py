@@ -20,6 +20,7 @@ from tests.e2e import (
     write_edge_config,
 )
 from tests.rawhttp import Response, read_response, read_responses
+from tests.test_e2e_tcp_errors import mentions
 from tests.webclients import Fetched, RawConnections, complete_responses
 from tests.webservers import RecordingUpstream, listen_recording
 from tests.webtunnels import OTHER_TOKEN, HttpTunnelTestCase, tunnel_urls
@@ -109,15 +110,19 @@ class ErrorPageTests(ErrorPageTestCase):
     def test_nothing_listening_locally(self) -> Steps[None]:
         """
         When nothing listens on the tunnel's local port, the agent answers
-        C{502 TK_UPSTREAM_UNREACHABLE} with a page naming the local address.
+        C{502 TK_UPSTREAM_UNREACHABLE} with a page naming the local address,
+        and logs a warning naming it too.
         """
         local = f"localhost:{free_port()}"
-        yield self.start_tunnel(local, "--subdomain", "dead")
+        agent = self.start_agent(local, "--subdomain", "dead")
+        yield tunnel_urls(agent)
 
         response = yield self.curl.fetch(self.edge.url("http", "dead.tunnels.test"))
+        warning = yield agent.wait_for_event(lvl="warn", where=mentions(local))
 
         self.assertErrorPage(response, 502, "TK_UPSTREAM_UNREACHABLE")
         self.assertIn(local.encode("ascii"), response.body)
+        self.assertIn("failed to dial upstream", warning["msg"])
 
     @inlineCallbacks
     def test_header_too_large(self) -> Steps[None]:
