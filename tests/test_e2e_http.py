@@ -16,7 +16,8 @@ import json
 import os
 import sys
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.threads import deferToThread
 from twisted.python.filepath import FilePath
@@ -303,6 +304,45 @@ class KeepAliveTests(HttpTunnelTestCase):
         )
         self.assertEqual([r.target for r in upstream.received], ["/0", "/1", "/2"])
         self.assertEqual(len({r.peer_port for r in upstream.received}), 1)
+
+
+class ConnectionEndTests(HttpTunnelTestCase):
+    """
+    A client that closes its keep-alive connection after its exchange
+    ends the upstream's connection cleanly (a FIN, not a reset), over
+    either scheme.
+    """
+
+    @inlineCallbacks
+    def assertUpstreamClosedCleanly(self, scheme: str) -> Steps[None]:
+        """
+        Fetch one URL over C{scheme} with curl (which closes the connection
+        as it exits) and assert the upstream's connection then ended with a
+        clean close.
+        """
+        upstream = yield listen_recording(self)
+        yield self.start_edge()
+        yield self.start_tunnel(str(upstream.port), "--subdomain", "web")
+
+        response = yield self.curl.fetch(self.edge.url(scheme, "web.tunnels.test"))
+        [end] = yield upstream.wait_for_ends(1)
+
+        self.assertEqual(response.status, 200, response.describe())
+        self.assertIs(end.type, ConnectionDone, end)
+
+    def test_http(self) -> Deferred[None]:
+        """
+        Over HTTP, the upstream's connection ends with a clean close.
+        """
+        return self.assertUpstreamClosedCleanly("http")
+
+    def test_https(self) -> Deferred[None]:
+        """
+        Over HTTPS, where the client's TLS close reaches the edge as the
+        end of the connection rather than a half-close, the upstream's
+        connection still ends with a clean close.
+        """
+        return self.assertUpstreamClosedCleanly("https")
 
 
 class WebSocketTests(HttpTunnelTestCase):

@@ -377,17 +377,49 @@ class ForwardingTests(IngressTestCase):
 
         self.assertTrue(self.transport.disconnected)
 
-    def test_client_gone_aborts_stream(self) -> None:
+    def test_client_gone_between_requests(self) -> None:
         """
-        When the client's connection is lost the stream is reset and the
-        binding's open count goes back down.
+        When the client's connection is lost between requests, cleanly or
+        not (a TLS client closing without close_notify is reported as
+        lost), the stream is half-closed rather than reset, so that the
+        upstream's connection ends cleanly, and the binding's open count
+        goes back down.
         """
         self.ingress.dataReceived(b"GET / HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n")
 
         self.ingress.connectionLost(Failure(ConnectionLost()))
 
-        self.assertTrue(self.stream.aborted)
+        self.assertEqual((self.stream.write_closed, self.stream.aborted), (True, False))
         self.assertEqual(self.binding.open_connections, 0)
+
+    def test_answer_for_client_gone(self) -> None:
+        """
+        What the agent sends after the client's connection was lost resets
+        the stream, so the agent stops reading the upstream.
+        """
+        self.ingress.dataReceived(b"GET / HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n")
+        self.ingress.connectionLost(Failure(ConnectionLost()))
+        written = self.transport.value()
+
+        assert self.stream.protocol is not None
+        self.stream.protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
+
+        self.assertTrue(self.stream.aborted)
+        self.assertEqual(self.transport.value(), written)
+
+    def test_client_gone_during_body(self) -> None:
+        """
+        When the client's connection is lost while its request body is
+        still coming, the stream is reset.
+        """
+        self.ingress.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: web.tunnels.test\r\nContent-Length: 10\r\n"
+            b"\r\n0123"
+        )
+
+        self.ingress.connectionLost(Failure(ConnectionDone()))
+
+        self.assertTrue(self.stream.aborted)
 
     def test_client_half_close(self) -> None:
         """

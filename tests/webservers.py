@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from tests.e2e import LOOPBACK
+from tests.e2e import LOOPBACK, WAIT, bounded
 from tests.pattern import pattern_blocks
 
 
@@ -140,18 +140,28 @@ class _Recorder(Resource):
 
 class _RecordingSite(Site):
     """
-    A quiet site that remembers its connections and writes no access log.
+    A quiet site that remembers its connections, and how each ended, and
+    writes no access log.
     """
 
     noisy = False
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: Resource, upstream: "RecordingUpstream") -> None:
         super().__init__(resource)
+        self.upstream = upstream
         self.connections: set[Any] = set()
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         self.connections.add(channel)
+        original = channel.connectionLost
+
+        def lost(reason: Failure = connectionDone) -> None:
+            self.connections.discard(channel)
+            original(reason)
+            self.upstream.connection_ended(reason)
+
+        channel.connectionLost = lost
         return channel
 
     def log(self, request: Any) -> None:
@@ -162,14 +172,41 @@ class _RecordingSite(Site):
 class RecordingUpstream:
     """
     A local web service that answers every request with C{200} and a JSON
-    summary (method, target, the C{Host} it saw), keeping every request.
+    summary (method, target, the C{Host} it saw), keeping every request and
+    how each connection ended.
 
     @ivar port: its loopback port.
     @ivar received: the requests so far, in order.
+    @ivar ends: why each connection that ended did, in order.
     """
 
     port: int = 0
     received: list[Received] = field(default_factory=list)
+    ends: list[Failure] = field(default_factory=list)
+    _end_waiters: list[tuple[int, Deferred]] = field(default_factory=list)
+
+    def connection_ended(self, reason: Failure) -> None:
+        """
+        Record that a connection ended, and why.
+        """
+        self.ends.append(reason)
+        for entry in list(self._end_waiters):
+            count, waiter = entry
+            if len(self.ends) >= count:
+                self._end_waiters.remove(entry)
+                waiter.callback(list(self.ends))
+
+    def wait_for_ends(self, count: int, seconds: float = WAIT) -> Deferred:
+        """
+        @return: a Deferred firing with L{ends} once C{count} connections
+            have ended.
+        """
+        waiter: Deferred = Deferred()
+        if len(self.ends) >= count:
+            waiter.callback(list(self.ends))
+            return waiter
+        self._end_waiters.append((count, waiter))
+        return bounded(waiter, seconds, f"{count} upstream connections to end")
 
 
 def listen_recording(test: TestCase, tls: Any = None) -> Deferred:
@@ -181,7 +218,7 @@ def listen_recording(test: TestCase, tls: Any = None) -> Deferred:
     @return: a Deferred firing with it.
     """
     upstream = RecordingUpstream()
-    site = _RecordingSite(_Recorder(upstream.received))
+    site = _RecordingSite(_Recorder(upstream.received), upstream)
     listening = _listen(test, site, site.connections, tls)
 
     def started(port: int) -> RecordingUpstream:

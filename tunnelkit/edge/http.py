@@ -154,8 +154,12 @@ class _RequestStream(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.answered = True
         ingress = self.ingress
-        if not ingress.lost:
-            write_through(ingress.transport, data)
+        if ingress.lost:
+            # The client has gone: reset the stream, so the agent stops
+            # reading the upstream for nobody.
+            self.transport.abortConnection()
+            return
+        write_through(ingress.transport, data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ingress.stream_lost(self, reason)
@@ -259,14 +263,26 @@ class HttpIngress(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
-        self._state = "closed"
+        state, self._state = self._state, "closed"
         self._cancel_head_timer()
         binding = self._binding
         if binding is not None:
             binding.open_connections -= 1
             self._binding = None
         stream, self._stream = self._stream, None
-        if stream is not None and stream.transport is not None:
+        if stream is None or stream.transport is None:
+            return
+        clean = reason.check(type(connectionDone.value)) is not None
+        if state == "head" or (state == "raw" and clean):
+            # Between requests nothing of the client's is left to forward,
+            # however its connection ended (a TLS client closing without
+            # close_notify, as curl and browsers do, is reported as lost),
+            # and an upgraded connection that closed cleanly is done too:
+            # end the stream as a half-close would, so that the upstream's
+            # connection closes cleanly. Anything the agent still sends
+            # resets it (see _RequestStream.dataReceived).
+            stream.transport.loseWriteConnection()
+        else:
             stream.transport.abortConnection()
 
     # Parser callbacks
