@@ -108,10 +108,13 @@ class TurnTaker:
     writes into its stream until it is paused.
     """
 
-    def __init__(self, name: str, stream: Any, turns: list[str]) -> None:
+    def __init__(
+        self, name: str, stream: Any, turns: list[str], chunk: bytes = b"chunk"
+    ) -> None:
         self.name = name
         self.stream = stream
         self.turns = turns
+        self.chunk = chunk
         self.paused = False
 
     def pauseProducing(self) -> None:
@@ -121,7 +124,7 @@ class TurnTaker:
         self.paused = False
         self.turns.append(self.name)
         while not self.paused:
-            self.stream.write(b"chunk")
+            self.stream.write(self.chunk)
 
     def stopProducing(self) -> None:
         self.paused = True
@@ -504,6 +507,38 @@ class FlowControlTests(SynchronousTestCase):
             mux.resumeProducing()
 
         self.assertEqual(turns, ["first", "second", "third"] * 2)
+
+    def test_streams_that_spent_their_window_go_last(self) -> None:
+        """
+        A stream stopped by its spent window has had its turn: when the
+        connection drains, the streams are resumed in the order they were
+        stopped, not in the order they were opened.
+        """
+        mux = MuxProtocol(True, Clock())
+        mux.makeConnection(StringTransport())
+        turns: list[str] = []
+        producers = {}
+        for name in ("first", "second", "third"):
+            stream = Recorder()
+            mux.open_stream(stream)
+            producers[name] = TurnTaker(name, stream.transport, turns, b"w" * 65536)
+            stream.transport.registerProducer(producers[name], True)
+        for name in ("second", "third", "first"):
+            producers[name].resumeProducing()
+        mux.pauseProducing()
+        mux.dataReceived(
+            b"".join(
+                encode_header(
+                    FrameType.WINDOW_UPDATE, Flag.ACK, stream_id, INITIAL_STREAM_WINDOW
+                )
+                for stream_id in (1, 3, 5)
+            )
+        )
+        del turns[:]
+
+        mux.resumeProducing()
+
+        self.assertEqual(turns, ["second", "third", "first"])
 
     def test_pull_producer_is_pulled(self) -> None:
         """

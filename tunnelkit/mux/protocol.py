@@ -152,6 +152,9 @@ class StreamTransport:
             self._pending = deque()
         self._pending.append(data)
         self._pause_producer()
+        # The window or the connection stopped this stream: it has had its
+        # turn.
+        self._mux._to_back(self.stream_id)
 
     def writeSequence(self, data: Any) -> None:
         """
@@ -604,9 +607,10 @@ class MuxProtocol(Protocol):
         pending.deferred.errback(reason)
 
     def _to_back(self, stream_id: int) -> None:
-        # Streams are resumed in the order of self.streams: moving the one
-        # that filled the connection to the end shares the connection
-        # among the streams that have something to send, round by round.
+        # Streams are resumed in the order of self.streams: moving each one
+        # that has had its turn (it filled the connection or spent its
+        # window) to the end shares the connection among the streams that
+        # have something to send, round by round.
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self.streams[stream_id] = stream
