@@ -68,7 +68,7 @@ from bench._common import (
     usage,
 )
 from tunnelkit.mux import MuxConfig, MuxProtocol
-from tunnelkit.tlstransport import LinkTLSFactory, wrap_client_tls
+from tunnelkit.tlstransport import IPiecesReceiver, LinkTLSFactory, wrap_client_tls
 
 _log = Logger()
 
@@ -312,10 +312,14 @@ class _SinkStreams(Factory):
         return _SinkStream(self.sink)
 
 
+@implementer(IPiecesReceiver)
 class _Selector(Protocol):
     """
     Reads the first line of a connection, which names what it is for
-    (C{plain}, C{mux} or C{control}), then hands the connection over.
+    (C{plain}, C{mux} or C{control}), then hands the connection over. It
+    passes pieces of received bytes on as they are to a protocol that takes
+    them so (the yamux session), as the link's TLS layer would without a
+    selector in between.
     """
 
     def __init__(self, sink: WireSink) -> None:
@@ -339,6 +343,13 @@ class _Selector(Protocol):
         inner.makeConnection(self.transport)
         if rest:
             inner.dataReceived(rest)
+
+    def piecesReceived(self, pieces: list[bytes]) -> None:
+        inner = IPiecesReceiver(self.inner, None)
+        if inner is not None:
+            inner.piecesReceived(pieces)
+        else:
+            self.dataReceived(b"".join(pieces))
 
     def _build(self, mode: bytes) -> IProtocol:
         sink = self.sink

@@ -26,6 +26,7 @@ from tunnelkit.mux import (
     StreamTransport,
 )
 from tunnelkit.mux.frames import Flag, FrameType, encode_header
+from tunnelkit.tlstransport import IPiecesReceiver
 
 
 @implementer(IHalfCloseableProtocol)
@@ -263,6 +264,21 @@ class StreamTransportTests(SynchronousTestCase):
         self.assertTrue(remote.lost.check(ConnectionDone))
         self.assertEqual(pair.client.streams, {})
         self.assertEqual(pair.server.streams, {})
+
+    def test_pieces_received(self) -> None:
+        """
+        Bytes handed to the session in pieces reach the stream as bytes
+        handed over whole would.
+        """
+        pair = Pair()
+        local, remote, _ = pair.open()
+        local.transport.write(b"one two three")
+        wire = pair.client_transport.getOutBuffer()
+
+        pair.server.piecesReceived([wire[:5], wire[5:14], wire[14:]])
+
+        self.assertTrue(verifyObject(IPiecesReceiver, pair.server))
+        self.assertEqual(remote.data, b"one two three")
 
     def test_data_after_window_update_in_one_read(self) -> None:
         """

@@ -412,6 +412,53 @@ class DataTests(SynchronousTestCase):
         self.assertEqual(kinds(events), [StreamData, StreamEnded, StreamData])
         self.assertEqual([events[0].data, events[2].data], [b"before", b"after"])
 
+    def test_payload_filling_a_piece_is_passed_on_as_it_is(self) -> None:
+        """
+        Bytes received in pieces, a payload that fills a whole piece is
+        reported as that very piece, not a copy.
+        """
+        client, server = self.open()
+        client.send_data(1, b"q" * 5000)
+        header, payload = client.take_output()
+
+        events = server.receive_pieces([header, payload])
+
+        self.assertEqual(len(events), 1)
+        self.assertIs(events[0].data, payload)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.integers(1, 3000), min_size=1, max_size=40))
+    def test_pieces_cut_anywhere(self, cuts: list[int]) -> None:
+        """
+        Frames of two streams received in pieces cut anywhere give the same
+        bytes per stream, in order, as received whole.
+        """
+        client, server = self.open(max_frame_payload=700)
+        client.open_stream()
+        pump(client, server)
+        server.accept_stream(3)
+        pump(server, client)
+        for index in range(6):
+            client.send_data(1 + 2 * (index % 2), bytes([index]) * (index * 500 + 1))
+        blob = b"".join(client.take_output())
+        pieces = []
+        for size in cuts:
+            pieces.append(blob[:size])
+            blob = blob[size:]
+        pieces.append(blob)
+
+        received: dict[int, bytes] = {1: b"", 3: b""}
+        for event in server.receive_pieces([piece for piece in pieces if piece]):
+            received[event.stream_id] += event.data
+
+        self.assertEqual(
+            received,
+            {
+                1: b"".join(bytes([i]) * (i * 500 + 1) for i in (0, 2, 4)),
+                3: b"".join(bytes([i]) * (i * 500 + 1) for i in (1, 3, 5)),
+            },
+        )
+
     def test_overrun_terminates_session(self) -> None:
         """
         A peer sending more than the window gets Go Away with a protocol

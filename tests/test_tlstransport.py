@@ -33,6 +33,7 @@ from tunnelkit.pki import (
 from tunnelkit.tlstransport import (
     DELIVERY_SIZE,
     LINK_BUFFER_SIZE,
+    IPiecesReceiver,
     READ_SIZE,
     LinkTLSFactory,
     read_in_large_pieces,
@@ -315,6 +316,21 @@ class ReadInLargePiecesTests(SynchronousTestCase):
         self.assertGreater(READ_SIZE, 2**16)
 
 
+@implementer(IPiecesReceiver)
+class PiecesCollector(Collector):
+    """
+    A L{Collector} that takes received bytes in pieces too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[int] = []
+
+    def piecesReceived(self, pieces: list[bytes]) -> None:
+        self.pieces += [len(piece) for piece in pieces]
+        self.received += b"".join(pieces)
+
+
 def record_lengths(wire: bytes) -> list[int]:
     """
     @return: the length of each TLS application data record in C{wire}.
@@ -351,15 +367,23 @@ class RecordTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        state = FilePath(self.mktemp())
-        certificate = ensure_edge_certificate(state, ["127.0.0.1"])
+        self.certificate = ensure_edge_certificate(
+            FilePath(self.mktemp()), ["127.0.0.1"]
+        )
+        self.start(Collector())
+
+    def start(self, server: Collector) -> None:
+        """
+        Connect a client L{Collector} to C{server} and run their handshake.
+        """
+        certificate = self.certificate
         self.clock = Clock()
         self.client = Collector()
-        self.server = Collector()
+        self.server = server
         server_tls = LinkTLSFactory(
             server_tls_options(certificate.cert_path, certificate.key_path),
             False,
-            Factory.forProtocol(lambda: self.server),
+            Factory.forProtocol(lambda: server),
             self.clock,
         ).buildProtocol(None)
         client_tls = LinkTLSFactory(
@@ -404,6 +428,21 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(len(after), 1)
         self.assertEqual(at_once[0] - 2**14, after[0] - 4 * 12)
         self.assertEqual(bytes(self.server.received), (b"h" * 12 + b"p" * 65536) * 4)
+
+    def test_pieces_to_a_protocol_that_takes_them(self) -> None:
+        """
+        A protocol that provides L{IPiecesReceiver} gets the records one
+        read decrypted as they are, in order, not joined.
+        """
+        server = PiecesCollector()
+        self.start(server)
+        payload = PAYLOAD[: 5 * 2**14 + 7]
+
+        self.client.transport.write(payload)
+        self.pump.flush()
+
+        self.assertEqual(server.pieces, [2**14] * 5 + [7])
+        self.assertTrue(bytes(server.received) == payload)
 
     def test_small_writes_wait_for_next_turn(self) -> None:
         """

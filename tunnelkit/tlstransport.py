@@ -17,7 +17,8 @@ L{LinkTLSProtocol}:
   - drains the send BIO once for a run of records and gives the result to
     the socket at once (L{write_through});
   - hands the protocol every record that one socket read completed, joined,
-    up to L{DELIVERY_SIZE} bytes at a time;
+    up to L{DELIVERY_SIZE} bytes at a time, or as they are to a protocol
+    that takes them so (L{IPiecesReceiver}, as the yamux session does);
   - makes the socket read, buffer and send in larger pieces
     (L{LINK_BUFFER_SIZE}).
 
@@ -60,7 +61,7 @@ from twisted.protocols.tls import (
     TLSMemoryBIOProtocol,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 __all__ = [
     "READ_SIZE",
@@ -69,6 +70,7 @@ __all__ = [
     "read_in_large_pieces",
     "write_through",
     "write_many_records_at_once",
+    "IPiecesReceiver",
     "LinkTLSProtocol",
     "LinkTLSFactory",
     "wrap_client_tls",
@@ -137,6 +139,21 @@ def write_through(transport: Any, data: bytes) -> None:
         transport.write(data[sent:] if sent else data)
 
 
+class IPiecesReceiver(Interface):
+    """
+    A protocol that can take bytes received in several pieces without their
+    being joined first.
+    """
+
+    def piecesReceived(pieces: list[bytes]) -> None:
+        """
+        Bytes arrived, in consecutive pieces: the same as C{dataReceived}
+        with the pieces joined.
+
+        @param pieces: at least two pieces, in order.
+        """
+
+
 def write_many_records_at_once(connection: SSL.Connection) -> bool:
     """
     Let one C{send} on C{connection} write as many records as it is given.
@@ -191,6 +208,7 @@ class LinkTLSProtocol(BufferingTLSTransport):
         # BufferingTLSTransport flushes on loseConnection and closes on
         # connectionLost. typing note: it has the aggregator's methods, not
         # its type.
+        self._pieces_receiver = IPiecesReceiver(wrappedProtocol, None)
         self._gatherer = _RecordGatherer(self, factory._clock)
         self._aggregator = self._gatherer  # type: ignore[assignment]
         self.write = self._gatherer.write  # type: ignore[method-assign]
@@ -314,8 +332,12 @@ class LinkTLSProtocol(BufferingTLSTransport):
             except Error:
                 ended = Failure()
             if records and not self._aborted:
-                data = records[0] if len(records) == 1 else b"".join(records)
-                ProtocolWrapper.dataReceived(self, data)
+                if len(records) == 1:
+                    ProtocolWrapper.dataReceived(self, records[0])
+                elif self._pieces_receiver is not None:
+                    self._pieces_receiver.piecesReceived(records)
+                else:
+                    ProtocolWrapper.dataReceived(self, b"".join(records))
             if closed:
                 # TLS has shut down: no more data will come.
                 self._shutdownTLS()

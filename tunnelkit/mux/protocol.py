@@ -34,6 +34,7 @@ from zope.interface import implementer
 from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.sockets import set_no_delay
+from tunnelkit.tlstransport import IPiecesReceiver
 from tunnelkit.mux.frames import GoAwayCode
 from tunnelkit.mux.session import (
     BadStreamFrame,
@@ -395,7 +396,7 @@ class _PendingOpen:
         self.timeout = timeout
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IPiecesReceiver)
 class MuxProtocol(Protocol):
     """
     A yamux session on one connection.
@@ -464,9 +465,19 @@ class MuxProtocol(Protocol):
         self._schedule_keepalive()
 
     def dataReceived(self, data: bytes) -> None:
+        self._handle(self.session.receive_data(data))
+
+    def piecesReceived(self, pieces: list[bytes]) -> None:
+        """
+        Take the bytes the link's TLS layer decrypted at once, as they are
+        (see L{IPiecesReceiver}).
+        """
+        self._handle(self.session.receive_pieces(pieces))
+
+    def _handle(self, events: list[Any]) -> None:
         dispatch = self._dispatch
         streams = self.streams
-        for event in self.session.receive_data(data):
+        for event in events:
             # Stream data is nearly every event: handled here, without the
             # dispatch table's extra call.
             if type(event) is StreamData:

@@ -21,7 +21,7 @@ grow only through Window Update frames.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux.frames import (
@@ -333,7 +333,7 @@ class MuxSession:
         self._payload_stream: _Stream | None = None
         self._payload_flags = 0
         self._run: StreamData | None = None
-        self._run_parts: list[memoryview] = []
+        self._run_parts: list[Any] = []
         self._events: list[MuxEvent] = []
         self._next_ping = 1
         self.local_go_away = False
@@ -349,11 +349,26 @@ class MuxSession:
         @param data: any number of bytes, cut anywhere.
         @return: the events they caused, in order.
         """
+        return self.receive_pieces((data,))
+
+    def receive_pieces(self, pieces: Iterable[bytes]) -> list[MuxEvent]:
+        """
+        Feed bytes received from the peer in several pieces, as
+        L{receive_data} of them joined would, without joining them: a
+        frame's payload that fills a piece is passed on as it is, and one
+        spread over several pieces is copied once.
+
+        @param pieces: consecutive bytes, each cut anywhere.
+        @return: the events they caused, in order.
+        """
         if not self.terminated:
             try:
-                self._parse(data)
+                for piece in pieces:
+                    self._parse_frames(piece)
             except _ProtocolViolation:
                 pass
+            finally:
+                self._end_run()
         return self.take_events()
 
     def take_events(self) -> list[MuxEvent]:
@@ -371,12 +386,6 @@ class MuxSession:
             matters when the connection closes.
         """
         return bool(self._header) or self._payload_remaining > 0
-
-    def _parse(self, data: bytes) -> None:
-        try:
-            self._parse_frames(data)
-        finally:
-            self._end_run()
 
     def _parse_frames(self, data: bytes) -> None:
         position = 0
@@ -408,11 +417,11 @@ class MuxSession:
         # The payloads of consecutive Data frames of one stream, with no
         # other event between them, become one StreamData (a run): one copy
         # and one delivery for a read of many frames, however many headers
-        # cut it. The run's bytes are joined when it ends.
+        # and pieces cut it. The run's bytes are joined when it ends.
         if take == len(data):
-            self._events.append(StreamData(stream_id, data))
-            return
-        part = memoryview(data)[position : position + take]
+            part: Any = data
+        else:
+            part = memoryview(data)[position : position + take]
         run = self._run
         if run is not None and run.stream_id == stream_id and self._events[-1] is run:
             self._run_parts.append(part)
@@ -425,7 +434,11 @@ class MuxSession:
     def _end_run(self) -> None:
         run = self._run
         if run is not None:
-            run.data = b"".join(self._run_parts)
+            parts = self._run_parts
+            if len(parts) == 1 and type(parts[0]) is bytes:
+                run.data = parts[0]
+            else:
+                run.data = b"".join(parts)
             self._run = None
             self._run_parts = []
 
