@@ -86,7 +86,8 @@ one read of a public connection does not fill the link's write buffer and
 pause every stream."""
 
 DELIVERY_SIZE = 2**18
-"""The most decrypted bytes handed to the protocol in one C{dataReceived}."""
+"""The most decrypted bytes handed to the protocol in one C{dataReceived}, or
+one C{piecesReceived} of L{IPiecesReceiver}."""
 
 _RECORD = 2**14
 """The largest TLS record payload."""
