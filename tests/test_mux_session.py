@@ -426,6 +426,22 @@ class DataTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertIs(events[0].data, payload)
 
+    def test_piece_inside_a_payload_is_passed_on_as_it_is(self) -> None:
+        """
+        A piece that falls inside a frame's payload, with more of the frame
+        still to come, is reported as that very piece.
+        """
+        client, server = self.open()
+        client.send_data(1, b"m" * 5000)
+        blob = b"".join(client.take_output())
+        middle = blob[100:4000]
+
+        server.receive_pieces([blob[:100]])
+        events = server.receive_pieces([middle])
+
+        self.assertEqual(len(events), 1)
+        self.assertIs(events[0].data, middle)
+
     @settings(max_examples=100, deadline=None)
     @given(st.lists(st.integers(1, 3000), min_size=1, max_size=40))
     def test_pieces_cut_anywhere(self, cuts: list[int]) -> None:

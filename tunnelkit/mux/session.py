@@ -364,7 +364,23 @@ class MuxSession:
         if not self.terminated:
             try:
                 for piece in pieces:
-                    self._parse_frames(piece)
+                    stream = self._payload_stream
+                    size = len(piece)
+                    if stream is None or size >= self._payload_remaining:
+                        self._parse_frames(piece)
+                        continue
+                    # The piece is all payload of a frame that goes on
+                    # after it, as most pieces of a bulk transfer are.
+                    self._payload_remaining -= size
+                    run = self._run
+                    if (
+                        run is not None
+                        and run.stream_id == stream.stream_id
+                        and self._events[-1] is run
+                    ):
+                        self._run_parts.append(piece)
+                    else:
+                        self._payload(stream.stream_id, piece, 0, size)
             except _ProtocolViolation:
                 pass
             finally:
