@@ -67,7 +67,6 @@ __all__ = [
     "READ_SIZE",
     "LINK_BUFFER_SIZE",
     "DELIVERY_SIZE",
-    "WRITE_THROUGH_SIZE",
     "read_in_large_pieces",
     "write_through",
     "write_many_records_at_once",
@@ -85,9 +84,6 @@ LINK_BUFFER_SIZE = 2**20
 """The same for the agent-to-edge socket, larger than L{READ_SIZE} so that
 one read of a public connection does not fill the link's write buffer and
 pause every stream."""
-
-WRITE_THROUGH_SIZE = 2**14
-"""The smallest write that L{write_through} sends at once."""
 
 DELIVERY_SIZE = 2**18
 """The most decrypted bytes handed to the protocol in one C{dataReceived}, or
@@ -118,18 +114,14 @@ def read_in_large_pieces(transport: Any, size: int = READ_SIZE) -> None:
 
 def write_through(transport: Any, data: bytes) -> None:
     """
-    Write C{data} to a transport. A write of at least L{WRITE_THROUGH_SIZE}
-    bytes to a TCP transport whose write buffer is empty goes straight into
-    its socket, and only what the socket does not take is buffered; Twisted
-    would buffer it all, join it with what follows and send it on the next
-    reactor turn. A smaller write, or one to any other transport or to one
-    that is closing, is given to C{write}, so that the small writes of one
-    turn still go out in one send.
+    Write C{data} to a transport. A TCP transport whose write buffer is empty
+    gets it straight into its socket, and buffers only what the socket does
+    not take; Twisted would buffer it all, join it with what follows and
+    send it on the next reactor turn. Any other transport, or one that is
+    closing, is given C{data} through C{write}.
     """
-    if (
-        len(data) < WRITE_THROUGH_SIZE
-        or not isinstance(transport, Connection)
-        or transport._tempDataLen
+    if not isinstance(transport, Connection) or (
+        transport._tempDataLen
         or transport.offset < len(transport.dataBuffer)
         or transport.disconnecting
         or transport._writeDisconnecting
