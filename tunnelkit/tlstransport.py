@@ -213,8 +213,10 @@ class LinkTLSProtocol(BufferingTLSTransport):
         self._gatherer = _RecordGatherer(self, factory._clock)
         self._aggregator = self._gatherer  # type: ignore[assignment]
         self.write = self._gatherer.write  # type: ignore[method-assign]
+        self.writeSequence = self._gatherer.write_sequence  # type: ignore[method-assign]
 
     def writeSequence(self, sequence: Iterable[bytes]) -> None:
+        # Replaced by the gatherer's on each instance, as write is.
         self._gatherer.write_sequence(sequence)
 
     def unregisterProducer(self) -> None:
@@ -234,7 +236,7 @@ class LinkTLSProtocol(BufferingTLSTransport):
 
         @param hold_tail: keep the bytes after the last full record back,
             to be joined with the next write.
-        @return: what was kept back: views of the last pieces, at most one
+        @return: what was kept back: the last pieces or views of them, at most one
             record less a byte.
         """
         if self._lostTLSConnection:
@@ -250,13 +252,13 @@ class LinkTLSProtocol(BufferingTLSTransport):
         gathered_size = 0
         try:
             for piece in pieces:
-                view = memoryview(piece)
-                size = len(view)
-                offset = 0
+                size = len(piece)
                 if gathered_size + size < _RECORD:
-                    gathered.append(view)
+                    gathered.append(piece)
                     gathered_size += size
                     continue
+                view = memoryview(piece)
+                offset = 0
                 if gathered:
                     offset = _RECORD - gathered_size
                     gathered.append(view[:offset])
@@ -386,18 +388,17 @@ class _RecordGatherer:
             # As TLSMemoryBIOProtocol.write: dropped after loseConnection.
             return
         waiting = self._waiting
+        size = self._size
         for piece in sequence:
             if type(piece) is not bytes:
                 # Kept as a view until written: only immutable bytes.
                 piece = bytes(piece)
             waiting.append(piece)
-            self._size += len(piece)
-        if self._size < _RECORD:
-            if self._call is None and waiting:
-                self._call = self._clock.callLater(0, self._scheduled)
-            return
-        self._waiting = waiting = protocol._write_records(waiting, True)
-        self._size = sum(len(view) for view in waiting)
+            size += len(piece)
+        if size >= _RECORD:
+            self._waiting = waiting = protocol._write_records(waiting, True)
+            size = sum(map(len, waiting))
+        self._size = size
         if self._call is None and waiting:
             self._call = self._clock.callLater(0, self._scheduled)
 

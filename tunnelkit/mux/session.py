@@ -42,6 +42,7 @@ _DATA = int(FrameType.DATA)
 _WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
 _PING = int(FrameType.PING)
 _GO_AWAY = int(FrameType.GO_AWAY)
+_pack = HEADER.pack
 _SYN = int(Flag.SYN)
 _ACK = int(Flag.ACK)
 _FIN = int(Flag.FIN)
@@ -528,8 +529,9 @@ class MuxSession:
     def _end_of_data_frame(self) -> None:
         stream = self._payload_stream
         self._payload_stream = None
-        if stream is not None and stream.stream_id in self._streams:
-            self._apply_close_flags(stream, self._payload_flags)
+        if self._payload_flags and stream is not None:
+            if stream.stream_id in self._streams:
+                self._apply_close_flags(stream, self._payload_flags)
 
     def _apply_close_flags(self, stream: _Stream | None, flags: int) -> None:
         if stream is None:
@@ -679,12 +681,12 @@ class MuxSession:
         limit = self.config.max_frame_payload
         output = self._output
         if total <= limit:
-            output.append(encode_header(_DATA, 0, stream_id, total))
+            output.append(_pack(PROTOCOL_VERSION, _DATA, 0, stream_id, total))
             output.append(data if total == len(data) else data[:total])
         else:
             for offset in range(0, total, limit):
                 chunk = data[offset : min(offset + limit, total)]
-                output.append(encode_header(_DATA, 0, stream_id, len(chunk)))
+                output.append(_pack(PROTOCOL_VERSION, _DATA, 0, stream_id, len(chunk)))
                 output.append(chunk)
         stream.send_window -= total
         return total
