@@ -484,6 +484,65 @@ class RangeTests(FileServerTestCase):
         self.assertIn(b"Content-range: bytes 0-1/12\r\n\r\nhe", response.body)
         self.assertIn(b"Content-range: bytes 6-7/12\r\n\r\nwo", response.body)
 
+    @inlineCallbacks
+    def test_suffix_longer_than_file(self) -> Steps[None]:
+        """
+        A suffix longer than the file is the whole file, as a range.
+        """
+        response = yield self.fetch(get("/a.txt", "Range: bytes=-100"))
+
+        self.assertEqual((response.status, response.body), (206, HELLO))
+        self.assertEqual(response.header("content-range"), "bytes 0-11/12")
+
+    @inlineCallbacks
+    def test_many_parts_ignored(self) -> Steps[None]:
+        """
+        A C{Range} asking for the whole of a large file hundreds of times
+        is ignored: the file is sent once, with C{200}.
+        """
+        big = os.urandom(1024 * 1024)
+        write(os.path.join(self.root, "big.bin"), big)
+        responses = []
+        for parts in (500, 1000):
+            ranges = ",".join(["0-"] * parts)
+            response = yield self.fetch(get("/big.bin", f"Range: bytes={ranges}"))
+            responses.append(response)
+
+        for response in responses:
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.header("content-length"), str(len(big)))
+            self.assertEqual(response.body, big)
+
+    @inlineCallbacks
+    def test_overlapping_ignored(self) -> Steps[None]:
+        """
+        Ranges that overlap, even two of them, are ignored.
+        """
+        overlapping = yield self.fetch(get("/a.txt", "Range: bytes=0-5,3-8"))
+        suffix = yield self.fetch(get("/a.txt", "Range: bytes=-4,6-"))
+
+        self.assertEqual((overlapping.status, overlapping.body), (200, HELLO))
+        self.assertEqual((suffix.status, suffix.body), (200, HELLO))
+
+    @inlineCallbacks
+    def test_part_limit(self) -> Steps[None]:
+        """
+        Sixteen separate single bytes are sent as asked; seventeen are
+        ignored.
+        """
+        write(os.path.join(self.root, "abc.txt"), bytes(range(65, 105)))
+        sixteen = ",".join(f"{i}-{i}" for i in range(0, 32, 2))
+        seventeen = ",".join(f"{i}-{i}" for i in range(0, 34, 2))
+
+        asked = yield self.fetch(get("/abc.txt", f"Range: bytes={sixteen}"))
+        ignored = yield self.fetch(get("/abc.txt", f"Range: bytes={seventeen}"))
+
+        self.assertEqual(asked.status, 206)
+        self.assertEqual(asked.body.count(b"Content-range: bytes "), 16)
+        self.assertEqual(
+            (ignored.status, ignored.header("content-length")), (200, "40")
+        )
+
 
 class ConditionalTests(FileServerTestCase):
     """

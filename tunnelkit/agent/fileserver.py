@@ -45,6 +45,9 @@ ALLOWED_METHODS = b"GET, HEAD"
 INDEX_NAME = "index.html"
 """The file served in place of a directory's listing."""
 
+MAX_RANGES = 16
+"""The most parts a C{Range} header may ask for; one with more is ignored."""
+
 _TYPES = static.loadMimeTypes()
 _DEFAULT_TYPE = "application/octet-stream"
 _TEXT_TYPES = ("application/javascript", "application/json", "application/xml")
@@ -157,6 +160,50 @@ class _ServedFile(static.File):
         """
         return self._size
 
+    def _rangeToOffsetAndSize(
+        self, start: int | None, end: int | None
+    ) -> tuple[int, int]:
+        """
+        Measure one part of a C{Range} header against the file.
+
+        @param start: the first byte asked for, or C{None} for a suffix.
+        @param end: the last byte asked for (the suffix's length when
+            C{start} is C{None}), or C{None} for the rest of the file.
+        @return: C{(offset, size)} of the bytes the part names, clipped to
+            the file (a suffix longer than the file is the whole file), or
+            C{(0, 0)} when it names none.
+        """
+        size = self.getFileSize()
+        if start is None:
+            assert end is not None
+            offset = max(size - end, 0)
+            stop = size
+        else:
+            offset = start
+            stop = size if end is None else min(end + 1, size)
+        if offset >= stop:
+            return 0, 0
+        return offset, stop - offset
+
+    def _ranges_usable(self, parts: list[tuple[int | None, int | None]]) -> bool:
+        """
+        @return: whether the parts of a C{Range} header may be answered as
+            asked: at most L{MAX_RANGES} of them, none overlapping another,
+            and together no longer than the file. Any other is ignored, as
+            RFC 9110 section 14.2 allows, so that a short header cannot ask
+            for many copies of the file.
+        """
+        if len(parts) > MAX_RANGES:
+            return False
+        spans = sorted(self._rangeToOffsetAndSize(*part) for part in parts)
+        spans = [span for span in spans if span != (0, 0)]
+        if sum(length for offset, length in spans) > self.getFileSize():
+            return False
+        for (offset, length), (following, _) in zip(spans, spans[1:]):
+            if offset + length > following:
+                return False
+        return True
+
     def openForReading(self) -> IO[bytes]:
         """
         Open the file without blocking, and only if it is a regular file
@@ -225,15 +272,15 @@ class _ServedFile(static.File):
     ) -> None:
         """
         Forget a C{Range} header that must be ignored, so the whole file is
-        sent: one that does not parse, or one whose C{If-Range} names
-        another version of the file (by strong tag, or exact date).
+        sent: one that does not parse, one with too many, overlapping or
+        too long parts, or one whose C{If-Range} names another version of
+        the file (by strong tag, or exact date).
         """
         byte_range = request.getHeader(b"range")
         if byte_range is None:
             return
-        usable = True
         try:
-            self._parseRangeHeader(byte_range)
+            usable = self._ranges_usable(self._parseRangeHeader(byte_range))
         except ValueError:
             usable = False
         condition = request.getHeader(b"if-range")
