@@ -259,6 +259,25 @@ class FileTests(FileServerTestCase):
         """
         self.assertEqual(content_type("logs.tar.gz"), "application/gzip")
 
+    def test_types_without_host_table(self) -> None:
+        """
+        The types the documentation promises do not depend on the host's
+        C{mime.types}: with an empty host table they are still given.
+        """
+        self.patch(fileserver, "_HOST_TYPES", {})
+
+        types = [content_type(name) for name in ("logs.tar.gz", "a.html", "a.json")]
+
+        self.assertEqual(
+            types,
+            [
+                "application/gzip",
+                "text/html; charset=utf-8",
+                "application/json; charset=utf-8",
+            ],
+        )
+        self.assertEqual(content_type("a.zzz"), "application/octet-stream")
+
     @inlineCallbacks
     def test_head(self) -> Steps[None]:
         """

@@ -48,7 +48,38 @@ INDEX_NAME = "index.html"
 MAX_RANGES = 16
 """The most parts a C{Range} header may ask for; one with more is ignored."""
 
-_TYPES = static.loadMimeTypes()
+OWN_TYPES = {
+    ".css": "text/css",
+    ".gif": "image/gif",
+    ".gz": "application/gzip",
+    ".htm": "text/html",
+    ".html": "text/html",
+    ".ico": "image/vnd.microsoft.icon",
+    ".jpeg": "image/jpeg",
+    ".jpg": "image/jpeg",
+    ".js": "application/javascript",
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".mjs": "application/javascript",
+    ".mp4": "video/mp4",
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".tar": "application/x-tar",
+    ".tgz": "application/gzip",
+    ".txt": "text/plain",
+    ".wasm": "application/wasm",
+    ".webp": "image/webp",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".xml": "application/xml",
+    ".zip": "application/zip",
+}
+"""The types of common web files, and of compressed files, which the file
+server gives whatever the host's C{mime.types} says; other extensions are
+looked up there."""
+
+_HOST_TYPES = static.loadMimeTypes()
 _DEFAULT_TYPE = "application/octet-stream"
 _TEXT_TYPES = ("application/javascript", "application/json", "application/xml")
 
@@ -61,7 +92,7 @@ def content_type(name: str) -> str:
         C{application/octet-stream}.
     """
     extension = os.path.splitext(name)[1].lower()
-    kind = _TYPES.get(extension, _DEFAULT_TYPE)
+    kind = OWN_TYPES.get(extension) or _HOST_TYPES.get(extension, _DEFAULT_TYPE)
     textual = (
         kind.startswith("text/")
         or kind in _TEXT_TYPES
