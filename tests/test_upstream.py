@@ -10,6 +10,7 @@ would get.
 """
 
 import datetime
+import gc
 import ipaddress
 from typing import Any
 
@@ -31,7 +32,8 @@ from zope.interface.verify import verifyObject
 from tunnelkit.agent.dial import UnverifiedClientTLS
 from tunnelkit.agent.fileserver import FileChannel
 from tunnelkit.agent.tunnel import Tunnel
-from tunnelkit.agent.upstream import ProxiedStream, stream_protocol
+from tunnelkit.agent import upstream
+from tunnelkit.agent.upstream import ProxiedStream, file_server, stream_protocol
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
 from tunnelkit.control.messages import ProxyHeader
 from tunnelkit.errorpage import ERROR_CODE_HEADER
@@ -377,3 +379,36 @@ class StreamProtocolTests(SynchronousTestCase):
         self.assertEqual(opened, (1, 1))
         self.assertEqual(tunnel.open_connections, 0)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_one_file_server_per_tunnel(self) -> None:
+        """
+        The streams of a file upstream share one file server, made at the
+        first stream; another tunnel has its own.
+        """
+        tunnel = http_tunnel(UpstreamAddress("file", "", None, "/nonexistent"))
+        other = http_tunnel(UpstreamAddress("file", "", None, "/nonexistent"))
+        clock = Clock()
+
+        first = stream_protocol(clock, tunnel, HEADER)
+        second = stream_protocol(clock, tunnel, HEADER)
+        elsewhere = stream_protocol(clock, other, HEADER)
+
+        assert isinstance(first, FileChannel)
+        assert isinstance(second, FileChannel)
+        assert isinstance(elsewhere, FileChannel)
+        self.assertIs(first.site, second.site)
+        self.assertIsNot(first.site, elsewhere.site)
+        self.assertIs(file_server(clock, tunnel).site, first.site)
+
+    def test_file_server_forgotten(self) -> None:
+        """
+        A tunnel's file server is forgotten when the tunnel is.
+        """
+        tunnel = http_tunnel(UpstreamAddress("file", "", None, "/nonexistent"))
+        file_server(Clock(), tunnel)
+        before = len(upstream._file_servers)
+
+        del tunnel
+        gc.collect()
+
+        self.assertEqual(len(upstream._file_servers), before - 1)

@@ -5,6 +5,7 @@ answer with an error page. A C{file://} tunnel's streams go to the
 built-in file server instead.
 """
 
+import weakref
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -22,27 +23,60 @@ from tunnelkit.splice import SpliceEnd, splice
 
 _log = Logger()
 
+_file_servers: dict[int, FileServer] = {}
+"""The file server of each C{file://} tunnel that has had a stream, by the
+tunnel's C{id}; an entry goes when its tunnel does."""
+
 
 def stream_protocol(reactor: Any, tunnel: Tunnel, header: ProxyHeader) -> IProtocol:
     """
     Choose the protocol for one stream of a tunnel, and count the
     connection on the tunnel while it is open.
 
-    @return: a connection of the file server for a C{file://} tunnel, else
-        a L{ProxiedStream}.
+    @return: a connection of the tunnel's file server for a C{file://}
+        tunnel, else a L{ProxiedStream}.
     """
-    addr = tunnel.definition.addr
-    if addr.scheme != "file":
+    if tunnel.definition.addr.scheme != "file":
         return ProxiedStream(reactor, tunnel, header)
-    channel = FileServer(addr.path, reactor).connection()
-    tunnel.open_connections += 1
-    tunnel.total_connections += 1
-
-    def closed(result: None) -> None:
-        tunnel.open_connections -= 1
-
-    channel.closed.addCallback(closed)
+    channel = file_server(reactor, tunnel).connection()
+    counted = CountedConnection(tunnel)
+    channel.closed.addCallback(lambda _: counted.close())
     return channel
+
+
+def file_server(reactor: Any, tunnel: Tunnel) -> FileServer:
+    """
+    @return: the one file server of a C{file://} tunnel, made for its first
+        stream and kept for the others while the tunnel is.
+    """
+    key = id(tunnel)
+    root = tunnel.definition.addr.path
+    server = _file_servers.get(key)
+    if server is None:
+        weakref.finalize(tunnel, _file_servers.pop, key, None)
+    if server is None or server.root != root:
+        server = _file_servers[key] = FileServer(root, reactor)
+    return server
+
+
+class CountedConnection:
+    """
+    One connection of a tunnel, counted in its total at once, and in its
+    open connections until L{close}.
+    """
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self._tunnel: Tunnel | None = tunnel
+        tunnel.open_connections += 1
+        tunnel.total_connections += 1
+
+    def close(self) -> None:
+        """
+        Stop counting the connection as open; only the first call counts.
+        """
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.open_connections -= 1
 
 
 def unreachable_page(local: str, reason: str, head_only: bool = False) -> bytes:
@@ -85,16 +119,14 @@ class ProxiedStream(SpliceEnd):
         self.reactor = reactor
         self.tunnel = tunnel
         self.header = header
-        self._counted = False
+        self._counted: CountedConnection | None = None
         self._connecting: Deferred[UpstreamEnd] | None = None
         self._unreachable: str | None = None
         self._answered = False
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
-        self.tunnel.open_connections += 1
-        self.tunnel.total_connections += 1
-        self._counted = True
+        self._counted = CountedConnection(self.tunnel)
         self._connecting = dial_upstream(self.reactor, self.tunnel.definition.addr)
         self._connecting.addCallbacks(self._connected, self._failed)
 
@@ -158,9 +190,8 @@ class ProxiedStream(SpliceEnd):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._counted:
-            self._counted = False
-            self.tunnel.open_connections -= 1
+        if self._counted is not None:
+            self._counted.close()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
