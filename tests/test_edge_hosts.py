@@ -37,7 +37,17 @@ class NormaliseHostTests(SynchronousTestCase):
         Names with characters DNS does not allow, empty names, non-numeric
         ports, wildcards and non-ASCII bytes are refused.
         """
-        for value in (b"", b"a b.com", b"x.com:http", b"*.x.com", b"\xff.com", b"-a.b"):
+        for value in (
+            b"",
+            b"a b.com",
+            b"x.com:http",
+            b"*.x.com",
+            b"\xff.com",
+            b"-a.b",
+            b"[web.tunnels.test]:zz@evil",
+            b"[::1]x",
+            b"[::1",
+        ):
             self.assertIsNone(normalise_host(value), value)
 
 

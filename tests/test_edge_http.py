@@ -259,7 +259,8 @@ class ForwardingTests(IngressTestCase):
         """
         A request with an absolute target is routed by its authority, and
         that authority, not the C{Host} the client sent, is the C{Host} and
-        the C{X-Forwarded-Host} the upstream sees.
+        the C{X-Forwarded-Host} the upstream sees, with the target in origin
+        form.
         """
         self.ingress.dataReceived(
             b"GET http://web.tunnels.test/a HTTP/1.1\r\nHost: forged.example\r\n"
@@ -269,7 +270,7 @@ class ForwardingTests(IngressTestCase):
         payload = self.stream.payload()
         self.assertEqual(
             payload,
-            b"GET http://web.tunnels.test/a HTTP/1.1\r\nHost: web.tunnels.test\r\n"
+            b"GET /a HTTP/1.1\r\nHost: web.tunnels.test\r\n"
             b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n"
             b"X-Forwarded-Host: web.tunnels.test\r\n\r\n",
         )
@@ -284,7 +285,7 @@ class ForwardingTests(IngressTestCase):
         payload = self.stream.payload()
         self.assertEqual(
             payload,
-            b"GET http://web.tunnels.test/a HTTP/1.0\r\n"
+            b"GET /a HTTP/1.0\r\n"
             b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n"
             b"X-Forwarded-Host: web.tunnels.test\r\nHost: web.tunnels.test\r\n\r\n",
         )
@@ -435,18 +436,95 @@ class ForwardingTests(IngressTestCase):
 
     def test_upgrade_becomes_raw(self) -> None:
         """
-        After an upgrade request, every byte goes to the stream as it is.
+        After an upgrade request the client's bytes wait until the upstream
+        answers C{101}; from then on every byte goes through as it is.
         """
         self.ingress.dataReceived(
             b"GET /ws HTTP/1.1\r\nHost: web.tunnels.test\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\n\r\n\x81\x05hello"
         )
         self.ingress.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        assert self.stream.protocol is not None
+        waiting = self.stream.payload()
 
-        payload = self.stream.payload()
+        self.stream.protocol.dataReceived(b"HTTP/1.1 101 Switching")
+        self.stream.protocol.dataReceived(b" Protocols\r\n\r\n")
+
+        self.assertTrue(waiting.endswith(b"X-Forwarded-Host: web.tunnels.test\r\n\r\n"))
         self.assertTrue(
-            payload.endswith(b"\r\n\r\n\x81\x05helloGET / HTTP/1.1\r\n\r\n")
+            self.stream.payload().endswith(
+                b"\r\n\r\n\x81\x05helloGET / HTTP/1.1\r\n\r\n"
+            )
         )
+        self.assertEqual(
+            self.transport.value(), b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+        )
+
+    def test_declined_upgrade_parses_again(self) -> None:
+        """
+        When the upstream answers an upgrade request with anything but
+        C{101}, the client's next request is parsed and checked like any
+        other: its forwarded headers are the edge's own.
+        """
+        self.ingress.dataReceived(
+            b"GET /ws HTTP/1.1\r\nHost: web.tunnels.test\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nHost: web.tunnels.test\r\n"
+            b"X-Forwarded-Proto: https\r\n\r\n"
+        )
+        assert self.stream.protocol is not None
+
+        self.stream.protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.router.reactor.advance(0)
+
+        second = self.stream.payload().split(b"GET /second", 1)[1]
+        self.assertIn(b"X-Forwarded-Proto: http\r\n", second)
+        self.assertNotIn(b"X-Forwarded-Proto: https", second)
+
+    def test_connect_refused(self) -> None:
+        """
+        C{CONNECT} is answered 405: tunnels are not forward proxies.
+        """
+        self.ingress.dataReceived(
+            b"CONNECT web.tunnels.test:443 HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n"
+        )
+
+        self.assertEqual(self.status(), b"HTTP/1.1 405 Method Not Allowed")
+        self.assertEqual(self.session.mux.streams, [])
+
+    def test_http10_transfer_encoding_refused(self) -> None:
+        """
+        An HTTP/1.0 request framed by C{Transfer-Encoding}, and a request of
+        another version than 1.0 or 1.1, are answered 400.
+        """
+        for head in (
+            b"POST / HTTP/1.0\r\nHost: web.tunnels.test\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: web.tunnels.test\r\n\r\n",
+        ):
+            self.transport = StringTransport(peerAddress=CLIENT)
+            self.connect().dataReceived(head)
+
+            self.assertEqual(self.status(), b"HTTP/1.1 400 Bad Request", head)
+        self.assertEqual(self.session.mux.streams, [])
+
+    def test_late_upgrade_refused(self) -> None:
+        """
+        An upgrade request after another request on the same connection is
+        refused, after the agent's answer to the first.
+        """
+        self.ingress.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n"
+            b"GET /ws HTTP/1.1\r\nHost: web.tunnels.test\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+
+        self.stream.end()
+
+        self.assertEqual(self.status(), b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(self.stream.payload().count(b"GET /"), 1)
 
     def test_absolute_uri_routes_by_authority(self) -> None:
         """
@@ -456,7 +534,7 @@ class ForwardingTests(IngressTestCase):
             b"GET http://web.tunnels.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n"
         )
 
-        self.assertIn(b"GET http://web.tunnels.test/x", self.stream.payload())
+        self.assertIn(b"GET /x HTTP/1.1\r\n", self.stream.payload())
 
 
 class RefusalTests(IngressTestCase):

@@ -203,6 +203,46 @@ class HttpBindTests(EdgeTestCase):
 
         self.assertEqual(error.code, "TK_HOSTNAME_RESERVED")
 
+    def test_most_specific_reservation_wins(self) -> None:
+        """
+        An exact name listed for one token cannot be taken by another token
+        whose wildcard also covers it; the wildcard's token keeps the rest.
+        """
+        edge = make_edge(
+            authtokens=(
+                AuthtokenGrant(
+                    "alice",
+                    hostnames=("app.example.org",),
+                    token_digest=token_digest(ALICE_TOKEN),
+                ),
+                AuthtokenGrant(
+                    "bob",
+                    hostnames=("*.example.org",),
+                    token_digest=token_digest(BOB_TOKEN),
+                ),
+            )
+        )
+        serve_http(edge)
+        bob, _, _ = self.authed(BOB_TOKEN, edge=edge)
+
+        error = self.refused(http_bind("a", hostname="app.example.org"), bob.bind)
+        other = bob.bind(http_bind("b", hostname="www.example.org"))
+
+        self.assertEqual(error.code, "TK_HOSTNAME_RESERVED")
+        self.assertEqual(other.url, "https://www.example.org")
+
+    def test_host_header_must_be_one_token(self) -> None:
+        """
+        A host header with spaces, line breaks or non-ASCII characters is
+        refused, so nothing can be written into requests through it.
+        """
+        session, _, _ = self.authed()
+
+        for value in ("x\r\nX-Injected: 1", "a b", "caf\u00e9"):
+            error = self.refused(http_bind(host_header=value), session.bind)
+
+            self.assertEqual(error.code, "TK_HOST_HEADER_INVALID", value)
+
     def test_invalid_names(self) -> None:
         """
         Names that are not DNS names are refused with C{TK_HOSTNAME_INVALID}.

@@ -12,6 +12,7 @@ where a request goes.
 
 import hashlib
 import hmac
+import ipaddress
 import re
 from typing import Generic, Iterable, TypeVar
 
@@ -38,8 +39,13 @@ def normalise_host(value: bytes | str) -> str | None:
             return None
     host = value.strip().lower()
     if host.startswith("["):
-        closing = host.find("]")
-        return host[1:closing] if closing > 0 else None
+        literal, closing, port = host[1:].partition("]")
+        if not closing or (port and not (port[0] == ":" and port[1:].isdigit())):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(literal))
+        except ValueError:
+            return None
     name, colon, port = host.partition(":")
     if colon and not port.isdigit():
         return None

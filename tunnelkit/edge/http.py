@@ -19,10 +19,9 @@ only once the agent has finished the earlier ones: the edge half-closes the
 stream, waits for the agent to close its side, then writes its error page
 and closes the connection.
 
-Known limits: after an upgrade request (WebSocket) the connection carries raw
-bytes both ways, even if the upstream declined the upgrade; a connection
-idle between requests is closed by the upstream's keep-alive timeout, not by
-the edge.
+Known limit: a connection idle between requests is closed by the
+upstream's keep-alive timeout, not by the edge, and holds one stream of the
+agent's session until then.
 """
 
 import base64
@@ -127,10 +126,9 @@ class _Refusal(Exception):
     Stop parsing: the edge answers this request itself.
     """
 
-    def __init__(self, response: bytes, why: str) -> None:
-        super().__init__(why)
+    def __init__(self, response: bytes, code: str) -> None:
+        super().__init__(code)
         self.response = response
-        self.why = why
 
 
 class _RequestStream(Protocol):
@@ -154,6 +152,8 @@ class _RequestStream(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.answered = True
         ingress = self.ingress
+        if ingress.upgrading:
+            data = ingress.upgrade_answered(data)
         if ingress.lost:
             # The client has gone: reset the stream, so the agent stops
             # reading the upstream for nobody.
@@ -184,6 +184,10 @@ class HttpIngress(Protocol):
         self.client = client
         self.client_host = getattr(client, "host", "")
         self.lost = False
+        self.upgrading = False
+        self._held = b""
+        self._status_line = b""
+        self._requests = 0
         self._parser = httptools.HttpRequestParser(self)
         self._state = "head"
         self._head_size = 0
@@ -193,6 +197,7 @@ class HttpIngress(Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunked = False
+        self._framed = False
         self._forwarding = False
         self._host: str | None = None
         self._authority: bytes | None = None
@@ -211,6 +216,9 @@ class HttpIngress(Protocol):
         if state == "raw":
             self._stream_write(data)
             return
+        if state == "upgrading":
+            self._held += data
+            return
         if state != "head" and state != "body":
             return
         limit = self.router.max_header_size
@@ -223,8 +231,8 @@ class HttpIngress(Protocol):
             self._feed(piece)
             if self._state == "head" and self._head_size > limit:
                 self._refuse(*self._too_large())
-        if self._state == "raw" and offset < len(data):
-            self._stream_write(data[offset:])
+        if self._state == "upgrading" and offset < len(data):
+            self._held += data[offset:]
 
     def _feed(self, piece: bytes) -> None:
         try:
@@ -253,7 +261,7 @@ class HttpIngress(Protocol):
 
     def readConnectionLost(self) -> None:
         stream = self._stream
-        if stream is not None and self._state in ("head", "body", "raw"):
+        if stream is not None and self._state in ("head", "body", "raw", "upgrading"):
             stream.transport.loseWriteConnection()
         elif stream is None:
             self.transport.loseConnection()
@@ -292,6 +300,7 @@ class HttpIngress(Protocol):
         self._headers = []
         self._head_bytes = 0
         self._chunked = False
+        self._framed = False
         if self._head_deadline is None:
             self._start_head_timer()
 
@@ -304,8 +313,10 @@ class HttpIngress(Protocol):
         if self._head_bytes > self.router.max_header_size:
             self._stop(*self._too_large())
         self._headers.append((name, value))
-        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            self._chunked = True
+        if name.lower() == b"transfer-encoding":
+            self._framed = True
+            if b"chunked" in value.lower():
+                self._chunked = True
 
     def on_headers_complete(self) -> None:
         self._head_deadline = None
@@ -313,11 +324,13 @@ class HttpIngress(Protocol):
         self._head_size = 0
         parser = self._parser
         method = parser.get_method()
+        self._check_form(method, parser.get_http_version())
         host, authorization, forwarded_for = self._read_headers()
-        binding = self._route(method, host, authorization)
+        binding = self._route(host, authorization)
         if self._stream is None:
             self._open_stream(binding)
         self._forwarding = True
+        self._requests += 1
         self._stream_write(self._request_head(method, binding, forwarded_for))
 
     def on_body(self, body: bytes) -> None:
@@ -339,7 +352,39 @@ class HttpIngress(Protocol):
 
     # Routing and checks
 
-    def _read_headers(self) -> tuple[str | None, bytes | None, bytes | None]:
+    def _check_form(self, method: bytes, version: str) -> None:
+        """
+        Refuse request shapes the edge does not pass on: versions other than
+        HTTP/1.0 and 1.1, an HTTP/1.0 body framed by C{Transfer-Encoding}
+        (RFC 9112 section 6.1 calls its framing faulty: a smuggling shape),
+        C{CONNECT}, and an upgrade on a connection that already carried a
+        request, whose answer could not be told from earlier responses.
+        """
+        if version not in ("1.0", "1.1") or (version == "1.0" and self._framed):
+            self._stop(
+                400,
+                "TK_BAD_REQUEST",
+                "Bad request",
+                "Only HTTP/1.0 and HTTP/1.1 requests are served, and an HTTP/1.0"
+                " request may not use Transfer-Encoding; check the client.",
+            )
+        if method == b"CONNECT":
+            self._stop(
+                405,
+                "TK_METHOD_NOT_ALLOWED",
+                "Method not allowed",
+                "Tunnels are not forward proxies: CONNECT is not served.",
+            )
+        if self._requests and self._parser.should_upgrade():
+            self._stop(
+                400,
+                "TK_BAD_REQUEST",
+                "Bad request",
+                "Send an upgrade request (WebSocket) as the first request of a new"
+                " connection.",
+            )
+
+    def _read_headers(self) -> tuple[str, bytes | None, bytes | None]:
         host_values = []
         authorization = forwarded_for = None
         for name, value in self._headers:
@@ -375,10 +420,7 @@ class HttpIngress(Protocol):
             )
         return host, authorization, forwarded_for
 
-    def _route(
-        self, method: bytes, host: str | None, authorization: bytes | None
-    ) -> HttpBinding:
-        assert host is not None
+    def _route(self, host: str, authorization: bytes | None) -> HttpBinding:
         if self._host is not None and host != self._host:
             self._stop(
                 421,
@@ -405,6 +447,12 @@ class HttpIngress(Protocol):
                 " now. Try again once the agent has reconnected.",
             )
         if not binding.authorized(authorization):
+            if authorization is not None:
+                _log.warn(
+                    "wrong basic-auth credentials from {client} for {host}",
+                    client=format_address(self.client),
+                    host=host,
+                )
             self._stop(
                 401,
                 "TK_BASIC_AUTH_REQUIRED",
@@ -421,7 +469,13 @@ class HttpIngress(Protocol):
     ) -> bytes:
         parser = self._parser
         version = parser.get_http_version().encode("ascii")
-        lines = [method + b" " + self._url + b" HTTP/" + version]
+        target = self._url
+        if self._authority is not None:
+            # Absolute form becomes origin form: the authority is what the
+            # request was routed by, and goes on as Host.
+            path = target.split(b"/", 3)[3:]
+            target = b"/" + (path[0] if path else b"")
+        lines = [method + b" " + target + b" HTTP/" + version]
         # An absolute target's authority is what the request was routed by,
         # so it stands for the public host, whatever Host the client sent.
         authority = self._authority
@@ -510,9 +564,52 @@ class HttpIngress(Protocol):
             stream.transport.write(data)
 
     def _upgraded(self, rest: bytes) -> None:
-        self._state = "raw"
-        if rest:
-            self._stream_write(rest)
+        """
+        An upgrade request went to the agent: hold the client's further
+        bytes, unread, until the upstream's status line says whether it
+        switched protocols.
+        """
+        self._state = "upgrading"
+        self.upgrading = True
+        self._held = rest
+        self.transport.pauseProducing()
+
+    def upgrade_answered(self, data: bytes) -> bytes:
+        """
+        Read the status line of the answer to an upgrade request from the
+        agent's first bytes: on C{101} the connection carries raw bytes both
+        ways from now on; otherwise the upstream declined, and the client's
+        held bytes are parsed as requests again.
+
+        @param data: bytes from the agent.
+        @return: the bytes to pass on to the client now.
+        """
+        line = self._status_line + data
+        if b"\n" not in line and len(line) < 1024:
+            self._status_line = line
+            return b""
+        self._status_line = b""
+        self.upgrading = False
+        held, self._held = self._held, b""
+        if line[:13] in (b"HTTP/1.1 101 ", b"HTTP/1.0 101 "):
+            self._state = "raw"
+            self._stream_write(held)
+        else:
+            self._state = "head"
+            self._parser = httptools.HttpRequestParser(self)
+            if held:
+                self.router.reactor.callLater(0, self._resume_parsing, held)
+                return line
+        if not self.lost:
+            self.transport.resumeProducing()
+        return line
+
+    def _resume_parsing(self, held: bytes) -> None:
+        if self.lost or self._state != "head":
+            return
+        self.dataReceived(held)
+        if not self.lost:
+            self.transport.resumeProducing()
 
     def stream_lost(self, stream: _RequestStream, reason: Failure) -> None:
         """
@@ -626,7 +723,8 @@ class HttpIngress(Protocol):
             "TK_REQUEST_TIMEOUT",
             "Request timeout",
             f"The request's head did not arrive within"
-            f" {self.router.head_timeout:g} seconds.",
+            f" {self.router.head_timeout:g} seconds; send the whole head at"
+            " once, or check the network between the client and the edge.",
         )
 
 

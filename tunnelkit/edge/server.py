@@ -536,7 +536,7 @@ class EdgeServer(Service):
             forwards_to=request.forwards_to,
             session_id=session.session_id,
             owner=session.grant.name,
-            host_header=opts.host_header.encode("latin-1", "replace"),
+            host_header=_check_host_header(opts.host_header),
             auth_digests=HttpBinding.digests_of(credentials),
             session=session,
         )
@@ -604,24 +604,34 @@ class EdgeServer(Service):
                 )
         else:
             return self._random_name(session, request.id)
-        self._check_reservation(grant.name, grant.hostnames, name)
+        self._check_reservation(grant.name, name)
         self._check_holder(session, request.id, name)
         return name
 
-    def _check_reservation(
-        self, owner: str, own_patterns: tuple[str, ...], name: str
-    ) -> None:
-        if any(pattern_covers(p, name) for p in own_patterns):
-            return
+    def _check_reservation(self, owner: str, name: str) -> None:
+        """
+        Let the most specific hostname pattern of any authtoken that covers
+        C{name} decide who may bind it: an exact name beats a wildcard, and
+        a longer wildcard a shorter one.
+
+        @raise TunnelkitError: C{TK_HOSTNAME_RESERVED} when that pattern is
+            another token's.
+        """
+        best: tuple[int, int] | None = None
+        best_owner = owner
         for grant in self.config.authtokens:
-            if grant.name != owner and any(
-                pattern_covers(p, name) for p in grant.hostnames
-            ):
-                raise TunnelkitError(
-                    "TK_HOSTNAME_RESERVED",
-                    f"{name} is reserved for another authtoken on this edge;"
-                    " choose another name.",
-                )
+            for pattern in grant.hostnames:
+                if not pattern_covers(pattern, name):
+                    continue
+                rank = (0 if pattern.startswith("*.") else 1, len(pattern))
+                if best is None or rank > best:
+                    best, best_owner = rank, grant.name
+        if best_owner != owner:
+            raise TunnelkitError(
+                "TK_HOSTNAME_RESERVED",
+                f"{name} is reserved for another authtoken on this edge;"
+                " choose another name.",
+            )
 
     def _check_holder(self, session: EdgeSession, binding_id: str, name: str) -> None:
         holder = self.hosts.get(name)
@@ -691,6 +701,22 @@ def _directly_under(name: str, domain: str) -> bool:
     """
     label, dot, rest = name.partition(".")
     return bool(dot) and rest == domain and label != "*"
+
+
+def _check_host_header(value: str) -> bytes:
+    """
+    Check the C{Host} a bind asks the edge to send upstream: it is written
+    into every request, so it must be one token of printable ASCII.
+
+    @raise TunnelkitError: C{TK_HOST_HEADER_INVALID} otherwise.
+    """
+    if not all("!" <= character <= "~" for character in value):
+        raise TunnelkitError(
+            "TK_HOST_HEADER_INVALID",
+            "The host header to send upstream must be printable ASCII without"
+            " spaces, such as localhost:8080; fix --host-header.",
+        )
+    return value.encode("ascii")
 
 
 def _check_credentials(credentials: tuple[str, ...]) -> tuple[str, ...]:
