@@ -115,7 +115,8 @@ class Tunnel:
             raise TunnelkitError(
                 "TK_PROTO_UNSUPPORTED",
                 f"Tunnel {self.name!r} is a labeled tunnel, which this version"
-                " cannot start yet; give it a proto (tcp) instead of labels.",
+                " cannot start yet; give it a proto (http or tcp) instead of"
+                " labels.",
             )
         return Bind(
             id=self.name,
