@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -29,7 +30,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tunnelkit.agent.dial import UnverifiedClientTLS
+from tunnelkit.agent.dial import UnverifiedClientTLS, client_tls
 from tunnelkit.agent.fileserver import FileChannel
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.agent import upstream
@@ -263,6 +264,33 @@ class HttpsUpstreamTests(UpstreamTestCase):
         response = read_response(answer)
         self.assertEqual(response.status, 502)
         self.assertIn(b"the TLS handshake failed", response.body)
+
+    @inlineCallbacks
+    def test_context_shared(self) -> Steps[None]:
+        """
+        Connections to the same https upstream share one SSL context,
+        built at the first.
+        """
+        port = yield serve(self, _HeadEcho, self_signed([]))
+        tunnel = http_tunnel(UpstreamAddress("https", "localhost", port))
+        built: list[Any] = []
+        original = SSL.Context.__init__
+
+        def build(context: SSL.Context, *args: Any) -> None:
+            built.append(context)
+            original(context, *args)
+
+        client_tls.cache_clear()
+        self.patch(SSL.Context, "__init__", build)
+
+        first = yield self.through(tunnel)
+        second = yield self.through(tunnel)
+
+        self.assertEqual(
+            [read_response(first).status, read_response(second).status], [200, 200]
+        )
+        self.assertEqual(len(built), 1)
+        self.assertIs(client_tls("localhost"), client_tls("localhost"))
 
     def test_creator_interface(self) -> None:
         """

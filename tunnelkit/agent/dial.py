@@ -5,6 +5,7 @@ certificate. A dial succeeds once the connection can carry the public
 client's bytes: when TCP connects, or when the TLS handshake is done.
 """
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -65,6 +66,16 @@ class UnverifiedClientTLS:
         connection.set_app_data(tlsProtocol)
         connection.set_connect_state()
         return connection
+
+
+@functools.lru_cache(maxsize=64)
+def client_tls(hostname: str) -> UnverifiedClientTLS:
+    """
+    @return: the TLS client options for the C{https} upstreams named
+        C{hostname}, made once and shared, so that their connections share
+        one SSL context (and its session cache) instead of one each.
+    """
+    return UnverifiedClientTLS(hostname)
 
 
 def _server_name(hostname: str) -> bytes | None:
@@ -146,7 +157,7 @@ def dial_upstream(
         assert end.secured is not None
         return end.secured.addTimeout(timeout, reactor, _handshake_too_slow)
 
-    endpoint = wrap_client_tls(UnverifiedClientTLS(addr.host), endpoint)
+    endpoint = wrap_client_tls(client_tls(addr.host), endpoint)
     connecting = endpoint.connect(factory)
     return connecting.addCallback(handshake)
 
