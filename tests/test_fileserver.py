@@ -21,6 +21,7 @@ from twisted.web import http
 from tunnelkit.agent import fileserver
 from tunnelkit.agent.filepaths import PathRefused, request_names
 from tunnelkit.agent.fileserver import FileServer, content_type
+from tunnelkit.errorpage import error_page
 from tests.e2e import Steps
 from tests.rawhttp import RawClients, Response, read_response, read_responses, serve
 
@@ -792,6 +793,32 @@ class TraversalTests(FileServerTestCase):
         refused = self.assertRaises(PathRefused, request_names, b"/a%00b")
 
         self.assertEqual(refused.status, 400)
+
+
+class ErrorPageTests(FileServerTestCase):
+    """
+    The file server's refusals are tunnelkit's error pages.
+    """
+
+    @inlineCallbacks
+    def test_not_found_page(self) -> Steps[None]:
+        """
+        A missing file is answered with the page of L{error_page}, and its
+        code in the error code header.
+        """
+        response = yield self.fetch(get("/missing.txt"))
+
+        self.assertEqual(response.status, 404)
+        self.assertEqual(response.header("tunnelkit-error-code"), "TK_FILE_NOT_FOUND")
+        self.assertEqual(
+            response.body,
+            error_page(
+                404,
+                "TK_FILE_NOT_FOUND",
+                "Not found",
+                "There is no file at this address.",
+            ),
+        )
 
 
 class QuietTests(FileServerTestCase):

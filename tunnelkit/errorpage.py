@@ -1,6 +1,7 @@
 """
 The HTTP error responses tunnelkit writes itself, at the edge (unknown host,
-tunnel offline, bad requests) and at the agent (local service unreachable):
+tunnel offline, bad requests) and at the agent (local service unreachable,
+the file server's refusals):
 a small HTML page a person can read, with the stable error code in the page
 and in a header scripts can read.
 """
@@ -38,6 +39,25 @@ code {{ background: #eef0f4; padding: .1rem .3rem; border-radius: 3px; }}
 """
 
 
+def error_page(status: int, code: str, title: str, sentence: str) -> bytes:
+    """
+    Render the HTML page of an error, without the response around it.
+
+    @param status: the HTTP status code, e.g. C{404}.
+    @param code: the stable C{TK_} code.
+    @param title: a short heading, e.g. C{"Tunnel not found"}.
+    @param sentence: what happened and what to do; plain text, escaped here.
+    @return: the page, in UTF-8.
+    """
+    return _PAGE.format(
+        status=status,
+        reason=html.escape(HTTPStatus(status).phrase),
+        title=html.escape(title),
+        sentence=html.escape(sentence),
+        code=html.escape(code),
+    ).encode("utf-8")
+
+
 def error_response(
     status: int,
     code: str,
@@ -47,7 +67,8 @@ def error_response(
     head_only: bool = False,
 ) -> bytes:
     """
-    Render a complete HTTP/1.1 error response that closes the connection.
+    Render a complete HTTP/1.1 error response that closes the connection,
+    with the page of L{error_page}.
 
     @param status: the HTTP status code, e.g. C{404}.
     @param code: the stable C{TK_} code.
@@ -57,14 +78,7 @@ def error_response(
     @param head_only: leave the body out, for an answer to C{HEAD}.
     @return: the status line, headers and body.
     """
-    reason = HTTPStatus(status).phrase
-    body = _PAGE.format(
-        status=status,
-        reason=html.escape(reason),
-        title=html.escape(title),
-        sentence=html.escape(sentence),
-        code=html.escape(code),
-    ).encode("utf-8")
+    body = error_page(status, code, title, sentence)
     headers = [
         (b"Content-Type", b"text/html; charset=utf-8"),
         (b"Content-Length", str(len(body)).encode("ascii")),
@@ -73,6 +87,7 @@ def error_response(
         (b"Connection", b"close"),
     ]
     headers.extend(extra_headers or [])
+    reason = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {reason}".encode("ascii")]
     lines.extend(name + b": " + value for name, value in headers)
     head = b"\r\n".join(lines) + b"\r\n\r\n"

@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from tunnelkit.agent.filepaths import PathRefused, Target, resolve, servable_entry
+from tunnelkit.errorpage import ERROR_CODE_HEADER, error_page
 
 _log = Logger()
 
@@ -140,17 +141,15 @@ def _http_date(header: bytes) -> int | None:
         return None
 
 
-def _page(status: int, sentence: str) -> bytes:
-    """
-    @return: a small HTML page for an error status.
-    """
-    title = f"{status} {http.RESPONSES.get(status, b'').decode('ascii')}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n</head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(sentence)}</p>\n"
-        "</body>\n</html>\n"
-    ).encode("utf-8")
+_PAGES = {
+    301: ("TK_FILE_MOVED", "Moved"),
+    400: ("TK_FILE_BAD_PATH", "Bad request path"),
+    403: ("TK_FILE_FORBIDDEN", "Not readable"),
+    404: ("TK_FILE_NOT_FOUND", "Not found"),
+    405: ("TK_FILE_METHOD_NOT_ALLOWED", "Method not allowed"),
+}
+"""The stable code and the heading of each page the file server answers
+with instead of a file or a listing."""
 
 
 def _format_size(size: int) -> str:
@@ -340,9 +339,11 @@ class _Respond:
         self.request.setResponseCode(status)
         for name, value in (headers or {}).items():
             self.request.setHeader(name, value)
+        code, title = _PAGES[status]
         self.request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         self.request.setHeader(b"Cache-Control", b"no-store")
-        return self.finish(_page(status, sentence))
+        self.request.setHeader(ERROR_CODE_HEADER, code.encode("ascii"))
+        return self.finish(error_page(status, code, title, sentence))
 
     def finish(self, body: bytes) -> object:
         """
