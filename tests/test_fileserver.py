@@ -20,7 +20,7 @@ from twisted.web import http
 
 from tunnelkit.agent import fileserver
 from tunnelkit.agent.filepaths import PathRefused, request_names
-from tunnelkit.agent.fileserver import FileServer, content_type
+from tunnelkit.agent.fileserver import FileServer, content_type, origin_form
 from tunnelkit.errorpage import error_page
 from tests.e2e import Steps
 from tests.rawhttp import RawClients, Response, read_response, read_responses, serve
@@ -793,6 +793,52 @@ class TraversalTests(FileServerTestCase):
         refused = self.assertRaises(PathRefused, request_names, b"/a%00b")
 
         self.assertEqual(refused.status, 400)
+
+
+class AbsoluteFormTests(FileServerTestCase):
+    """
+    A request target in absolute form is served by its path and query.
+    """
+
+    @inlineCallbacks
+    def test_file(self) -> Steps[None]:
+        """
+        C{GET http://host/a.txt} is the file at C{/a.txt}.
+        """
+        response = yield self.fetch(get("http://files.example/a.txt"))
+
+        self.assertEqual((response.status, response.body), (200, HELLO))
+
+    @inlineCallbacks
+    def test_redirect_keeps_query(self) -> Steps[None]:
+        """
+        A directory without its slash is redirected to its path with the
+        slash, in origin form, with the query kept.
+        """
+        response = yield self.fetch(get("HTTPS://files.example:8443/sub?x=1"))
+
+        self.assertEqual(response.status, 301)
+        self.assertEqual(response.header("location"), "/sub/?x=1")
+
+    @inlineCallbacks
+    def test_no_path(self) -> Steps[None]:
+        """
+        An absolute target without a path names the root.
+        """
+        response = yield self.fetch(get("http://files.example"))
+
+        self.assertEqual(response.status, 200)
+        self.assertIn(b"<title>Index of /</title>", response.body)
+
+    def test_origin_form(self) -> None:
+        """
+        L{origin_form} splits the query from the path, whatever the form.
+        """
+        self.assertEqual(origin_form(b"/a?b=c"), (b"/a", b"b=c"))
+        self.assertEqual(origin_form(b"/a?"), (b"/a", b""))
+        self.assertEqual(origin_form(b"http://h/a/b"), (b"/a/b", None))
+        self.assertEqual(origin_form(b"http://h?q"), (b"/", b"q"))
+        self.assertEqual(origin_form(b"ftp://h/a"), (b"ftp://h/a", None))
 
 
 class ErrorPageTests(FileServerTestCase):

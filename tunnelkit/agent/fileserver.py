@@ -141,6 +141,24 @@ def _http_date(header: bytes) -> int | None:
         return None
 
 
+def origin_form(target: bytes) -> tuple[bytes, bytes | None]:
+    """
+    Read the path and the query of a request target, which may be in
+    absolute form (C{http://host/path?query}), as RFC 9112 section 3.2.2
+    asks of a server; the host in it is not used.
+
+    @param target: the request target as sent.
+    @return: the path, still percent-encoded (C{/} when an absolute
+        target has none), and the query, or C{None} when there is none.
+    """
+    target, question, query = target.partition(b"?")
+    scheme, separator, rest = target.partition(b"://")
+    if separator and scheme.lower() in (b"http", b"https"):
+        slash = rest.find(b"/")
+        target = rest[slash:] if slash >= 0 else b"/"
+    return target, query if question else None
+
+
 _PAGES = {
     301: ("TK_FILE_MOVED", "Moved"),
     400: ("TK_FILE_BAD_PATH", "Bad request path"),
@@ -392,7 +410,7 @@ class FileResource(Resource):
                 "The file server answers GET and HEAD only.",
                 {b"Allow": ALLOWED_METHODS},
             )
-        raw_path = request.path
+        raw_path, query = origin_form(request.uri)
         try:
             target = resolve(self.root, raw_path)
         except PathRefused as refused:
@@ -404,8 +422,8 @@ class FileResource(Resource):
             return _ServedFile(target.path, target.name).serve(request, respond)
         if not target.wants_directory:
             location = raw_path + b"/"
-            if b"?" in request.uri:
-                location += b"?" + request.uri.split(b"?", 1)[1]
+            if query is not None:
+                location += b"?" + query
             return respond(
                 301,
                 "The directory is at this address with a slash at the end.",
