@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelkit.control.messages import MessageReader, decode_message
 from tunnelkit.edge.hosts import HostTable
-from tunnelkit.edge.http import HttpBinding, HttpIngress, HttpIngressFactory
+from tunnelkit.edge.http import HttpIngress, HttpIngressFactory
+from tunnelkit.edge.names import HttpBinding
 from tunnelkit.errors import TunnelkitError
 
 CLIENT = IPv4Address("TCP", "203.0.113.9", 5555)

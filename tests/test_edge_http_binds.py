@@ -51,11 +51,11 @@ def serve_http(edge: EdgeServer, http_port: int = 80, https_port: int = 443) -> 
     """
     Give an edge that is not started public listeners, as if it were.
     """
-    edge.http_ports = {
-        "http": RecordedListener(IPv4Address("TCP", "0.0.0.0", http_port)),
-        "https": RecordedListener(IPv4Address("TCP", "0.0.0.0", https_port)),
-    }
-    edge._secret = SECRET
+    edge.http_ports.update(
+        http=RecordedListener(IPv4Address("TCP", "0.0.0.0", http_port)),
+        https=RecordedListener(IPv4Address("TCP", "0.0.0.0", https_port)),
+    )
+    edge.names.secret = SECRET
 
 
 class HttpBindTests(EdgeTestCase):
@@ -268,7 +268,7 @@ class HttpBindTests(EdgeTestCase):
         """
         An edge without HTTP listeners refuses HTTP binds.
         """
-        self.edge.http_ports = {}
+        self.edge.http_ports.clear()
         session, _, _ = self.authed()
 
         error = self.refused(http_bind(), session.bind)

@@ -24,11 +24,7 @@ upstream's keep-alive timeout, not by the edge, and holds one stream of the
 agent's session until then.
 """
 
-import base64
-import hashlib
-import hmac
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import httptools
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
@@ -40,85 +36,15 @@ from zope.interface import implementer
 from tunnelkit.addresses import format_address
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.hosts import normalise_host
+from tunnelkit.edge.names import HttpBinding
 from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.sockets import set_no_delay
 from tunnelkit.tlstransport import read_in_large_pieces, write_through
 
-if TYPE_CHECKING:
-    from tunnelkit.edge.session import EdgeSession
-
 _log = Logger()
 
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
-
-
-def _credential_digest(credential: bytes) -> bytes:
-    return hashlib.sha256(b"tunnelkit basic auth\0" + credential).digest()
-
-
-@dataclass(eq=False)
-class HttpBinding:
-    """
-    A public host name bound for one HTTP tunnel.
-
-    @ivar name: the host, or a wildcard such as C{*.example.com}.
-    @ivar schemes: the public schemes served, C{http} and/or C{https}.
-    @ivar urls: the public URLs, C{https} first.
-    @ivar host_header: the C{Host} the upstream sees, or C{b""} to pass the
-        public one through.
-    @ivar session: the agent session serving it, or C{None} while that
-        session is gone and the name is in its grace period.
-    @ivar session_id: the id of the session that holds the name.
-    @ivar owner: the name of the authtoken that holds it.
-    @ivar expires: when the grace period ends, or C{None} while connected.
-    """
-
-    binding_id: str
-    name: str
-    schemes: frozenset[str]
-    urls: tuple[str, ...]
-    forwards_to: str
-    session_id: str
-    owner: str
-    host_header: bytes = b""
-    auth_digests: tuple[bytes, ...] = field(default=(), repr=False)
-    session: "EdgeSession | None" = None
-    expires: float | None = None
-    open_connections: int = 0
-    total_connections: int = 0
-
-    @staticmethod
-    def digests_of(credentials: tuple[str, ...]) -> tuple[bytes, ...]:
-        """
-        @param credentials: C{user:password} strings.
-        @return: what L{authorized} compares against.
-        """
-        return tuple(_credential_digest(c.encode("utf-8")) for c in credentials)
-
-    def authorized(self, authorization: bytes | None) -> bool:
-        """
-        Check an C{Authorization} header against the binding's users. Every
-        user's digest is compared, in constant time, whatever matches.
-
-        @return: C{True} when the binding has no users, or the header gives
-            one of them.
-        """
-        if not self.auth_digests:
-            return True
-        presented = b""
-        if authorization is not None:
-            scheme, _, encoded = authorization.strip().partition(b" ")
-            if scheme.lower() == b"basic":
-                try:
-                    presented = base64.b64decode(encoded.strip(), validate=True)
-                except ValueError:
-                    presented = b""
-        digest = _credential_digest(presented)
-        matched = False
-        for expected in self.auth_digests:
-            matched |= hmac.compare_digest(digest, expected)
-        return matched and bool(presented)
 
 
 class _Refusal(Exception):

@@ -25,10 +25,9 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from tunnelkit.config import AuthtokenGrant, EdgeConfig
-from tunnelkit.control.messages import Bind, HttpOpts, TcpOpts
-from tunnelkit.edge.hosts import HostTable, is_valid_pattern, pattern_covers
-from tunnelkit.edge.hosts import random_name
-from tunnelkit.edge.http import HttpBinding, HttpIngressFactory
+from tunnelkit.control.messages import Bind, TcpOpts
+from tunnelkit.edge.http import HttpIngressFactory
+from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.session import EdgeSession
 from tunnelkit.addresses import format_address
@@ -47,11 +46,6 @@ STOP_TIMEOUT = 5.0
 
 MAX_BIND_ATTEMPTS = 64
 """Ports of the range tried before a bind fails with TK_PORT_RANGE_EXHAUSTED."""
-
-MAX_NAME_ATTEMPTS = 8
-"""Random names tried before an HTTP bind fails with TK_HOSTNAME_TAKEN."""
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _AgentListenerFactory(Factory):
@@ -103,14 +97,14 @@ class EdgeServer(Service):
         self.session_owners: dict[str, str] = {}
         self.connections: set[EdgeSession] = set()
         self.tcp_bindings: dict[int, TcpBinding] = {}
-        self.hosts: HostTable[HttpBinding] = HostTable()
+        self.names = HttpNames(config)
+        self.hosts = self.names.hosts
         self.head_timeout = config.http_head_timeout
         self.max_header_size = config.http_max_header_size
-        self.http_ports: dict[str, IListeningPort] = {}
+        self.http_ports: dict[str, IListeningPort] = self.names.listeners
         self.agent_port: IListeningPort | None = None
         self.ca_path: FilePath | None = None
         self.tokens: AffinityTokens | None = None
-        self._secret = b""
         self._grace_timer: IDelayedCall | None = None
         self._stopping = False
         self.start_failed: Deferred = Deferred()
@@ -144,8 +138,8 @@ class EdgeServer(Service):
     async def _start(self) -> IListeningPort:
         config = self.config
         state_dir = FilePath(os.path.expanduser(config.state_dir))
-        self._secret = _load_secret(state_dir)
-        self.tokens = AffinityTokens(self._secret)
+        self.names.secret = _load_secret(state_dir)
+        self.tokens = AffinityTokens(self.names.secret)
         cert, key = self._certificate_files(state_dir)
         options = server_tls_options(cert, key)
         factory = LinkTLSFactory(options, False, _AgentListenerFactory(self))
@@ -399,7 +393,7 @@ class EdgeServer(Service):
             binding = self._take_port(session, request, port)
             if binding is not None:
                 assert self.tokens is not None
-                owner = _token_scope(session)
+                owner = session_scope(session)
                 return binding, self.tokens.issue(owner, request.id, port)
             if opts.remote_addr:
                 raise TunnelkitError(
@@ -462,7 +456,7 @@ class EdgeServer(Service):
             preferred.append(held)
         token = request.token
         if token and self.tokens is not None:
-            port = self.tokens.port_of(token, _token_scope(session), request.id)
+            port = self.tokens.port_of(token, session_scope(session), request.id)
             low, high = self.config.tcp_port_range.low, self.config.tcp_port_range.high
             if (
                 port is not None
@@ -512,229 +506,21 @@ class EdgeServer(Service):
 
     def bind_http(self, session: EdgeSession, request: Bind) -> HttpBinding:
         """
-        Bind a public host name for an HTTP tunnel: the hostname or
-        subdomain asked for, if the authtoken may take it, else a random
-        name under the edge's domain that stays the same for the session.
-
-        @return: the binding, registered in L{hosts}.
+        Bind a public host name for an HTTP tunnel; see L{HttpNames.bind}.
         """
-        assert session.session_id is not None and session.grant is not None
-        opts = request.opts if isinstance(request.opts, HttpOpts) else HttpOpts()
-        schemes = self._http_schemes(opts)
-        credentials = _check_credentials(opts.basic_auth)
-        name = self._http_name(session, request, opts)
-
-        previous = self.hosts.get(name)
-        if previous is not None:
-            self.hosts.remove(name, previous)
-        urls = tuple(self._url(scheme, name) for scheme in ("https", "http"))
-        binding = HttpBinding(
-            binding_id=request.id,
-            name=name,
-            schemes=frozenset(schemes),
-            urls=tuple(url for url in urls if url.split(":", 1)[0] in schemes),
-            forwards_to=request.forwards_to,
-            session_id=session.session_id,
-            owner=session.grant.name,
-            host_header=_check_host_header(opts.host_header),
-            auth_digests=HttpBinding.digests_of(credentials),
-            session=session,
-        )
-        self.hosts.add(name, binding)
-        return binding
+        return self.names.bind(session, request)
 
     def unbind_http(self, binding: HttpBinding) -> None:
         """
         Remove an HTTP binding's name at once.
         """
-        binding.session = None
-        self.hosts.remove(binding.name, binding)
-
-    def _http_schemes(self, opts: HttpOpts) -> set[str]:
-        if not self.http_ports:
-            raise TunnelkitError(
-                "TK_PROTO_UNSUPPORTED",
-                "This edge serves no HTTP tunnels: its operator has set neither"
-                " http_listener nor https_listener. Use a tcp tunnel.",
-            )
-        asked = set(opts.schemes) or {"http", "https"}
-        unknown = asked - set(_DEFAULT_PORTS)
-        if unknown:
-            raise TunnelkitError(
-                "TK_BAD_MESSAGE",
-                f"Unknown scheme {sorted(unknown)[0]!r} in bind.opts.schemes; use"
-                " http or https.",
-            )
-        served = {scheme for scheme in asked if scheme in self.http_ports}
-        if not served:
-            raise TunnelkitError(
-                "TK_SCHEME_UNAVAILABLE",
-                f"This edge serves only {' and '.join(sorted(self.http_ports))};"
-                f" ask for that scheme instead of {' and '.join(sorted(asked))}.",
-            )
-        return served
-
-    def _http_name(self, session: EdgeSession, request: Bind, opts: HttpOpts) -> str:
-        grant = session.grant
-        assert grant is not None and session.session_id is not None
-        domain = self.config.domain
-        if opts.hostname:
-            name = opts.hostname.strip().lower().rstrip(".")
-            if not is_valid_pattern(name):
-                raise TunnelkitError(
-                    "TK_HOSTNAME_INVALID",
-                    f"{opts.hostname!r} is not a valid host name; write one such"
-                    " as app.example.com or *.example.com.",
-                )
-            allowed = any(pattern_covers(p, name) for p in grant.hostnames)
-            if not allowed and not _directly_under(name, domain):
-                raise TunnelkitError(
-                    "TK_HOSTNAME_NOT_ALLOWED",
-                    f"The authtoken {grant.name!r} may not bind {name}; ask the"
-                    " edge's operator to list it under the token's hostnames,"
-                    f" or use a subdomain of {domain}.",
-                )
-        elif opts.subdomain:
-            name = f"{opts.subdomain.strip().lower()}.{domain}"
-            if not is_valid_pattern(name) or name.startswith("*"):
-                raise TunnelkitError(
-                    "TK_HOSTNAME_INVALID",
-                    f"{opts.subdomain!r} is not a valid subdomain; use letters,"
-                    " digits and hyphens.",
-                )
-        else:
-            return self._random_name(session, request.id)
-        self._check_reservation(grant.name, name)
-        self._check_holder(session, request.id, name)
-        return name
-
-    def _check_reservation(self, owner: str, name: str) -> None:
-        """
-        Let the most specific hostname pattern of any authtoken that covers
-        C{name} decide who may bind it: an exact name beats a wildcard, and
-        a longer wildcard a shorter one.
-
-        @raise TunnelkitError: C{TK_HOSTNAME_RESERVED} when that pattern is
-            another token's.
-        """
-        best: tuple[int, int] | None = None
-        best_owner = owner
-        for grant in self.config.authtokens:
-            for pattern in grant.hostnames:
-                if not pattern_covers(pattern, name):
-                    continue
-                rank = (0 if pattern.startswith("*.") else 1, len(pattern))
-                if best is None or rank > best:
-                    best, best_owner = rank, grant.name
-        if best_owner != owner:
-            raise TunnelkitError(
-                "TK_HOSTNAME_RESERVED",
-                f"{name} is reserved for another authtoken on this edge;"
-                " choose another name.",
-            )
-
-    def _check_holder(self, session: EdgeSession, binding_id: str, name: str) -> None:
-        holder = self.hosts.get(name)
-        if holder is None:
-            return
-        if holder.session_id == session.session_id:
-            if holder.binding_id == binding_id or holder.session is None:
-                return
-            raise TunnelkitError(
-                "TK_HOSTNAME_TAKEN",
-                f"{name} is already bound by this agent's tunnel"
-                f" {holder.binding_id!r}; give each tunnel its own name.",
-            )
-        assert session.grant is not None
-        if holder.session is None and holder.owner == session.grant.name:
-            # The same authtoken's earlier session is gone and its grace
-            # period runs: a restarted agent takes its names over.
-            return
-        raise TunnelkitError(
-            "TK_HOSTNAME_TAKEN",
-            f"{name} is already bound by another agent session; stop that"
-            " agent or choose another name.",
-        )
-
-    def _random_name(self, session: EdgeSession, binding_id: str) -> str:
-        scope = _token_scope(session)
-        for attempt in range(MAX_NAME_ATTEMPTS):
-            name = random_name(self._secret, scope, binding_id, attempt)
-            name = f"{name}.{self.config.domain}"
-            holder = self.hosts.get(name)
-            if holder is None or holder.session_id == session.session_id:
-                return name
-        raise TunnelkitError(
-            "TK_HOSTNAME_TAKEN",
-            "No free random name was found for this tunnel; try again, or ask"
-            " for a subdomain.",
-        )
-
-    def _url(self, scheme: str, name: str) -> str:
-        listener = self.http_ports.get(scheme)
-        if listener is None:
-            return f"{scheme}://{name}"
-        port = getattr(listener.getHost(), "port", 0)
-        if port == _DEFAULT_PORTS[scheme]:
-            return f"{scheme}://{name}"
-        return f"{scheme}://{name}:{port}"
+        self.names.unbind(binding)
 
     def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
         listener, binding.listener = binding.listener, None
         if listener is None:
             return None
         return listener.stopListening()
-
-
-def _token_scope(session: EdgeSession) -> str:
-    """
-    What an affinity token is bound to: the authtoken's name and the
-    session id, so that no other authtoken can use it.
-    """
-    assert session.grant is not None and session.session_id is not None
-    return f"{session.grant.name}\0{session.session_id}"
-
-
-def _directly_under(name: str, domain: str) -> bool:
-    """
-    Whether C{name} is one label below C{domain}, as a subdomain would be.
-    """
-    label, dot, rest = name.partition(".")
-    return bool(dot) and rest == domain and label != "*"
-
-
-def _check_host_header(value: str) -> bytes:
-    """
-    Check the C{Host} a bind asks the edge to send upstream: it is written
-    into every request, so it must be one token of printable ASCII.
-
-    @raise TunnelkitError: C{TK_HOST_HEADER_INVALID} otherwise.
-    """
-    if not all("!" <= character <= "~" for character in value):
-        raise TunnelkitError(
-            "TK_HOST_HEADER_INVALID",
-            "The host header to send upstream must be printable ASCII without"
-            " spaces, such as localhost:8080; fix --host-header.",
-        )
-    return value.encode("ascii")
-
-
-def _check_credentials(credentials: tuple[str, ...]) -> tuple[str, ...]:
-    """
-    Check the basic-auth users of a bind request.
-
-    @raise TunnelkitError: C{TK_BASIC_AUTH_INVALID} for a credential without
-        a user or with a password under 8 characters.
-    """
-    for credential in credentials:
-        user, colon, password = credential.partition(":")
-        if not colon or not user or len(password) < 8:
-            raise TunnelkitError(
-                "TK_BASIC_AUTH_INVALID",
-                "Each basic-auth credential must be user:password with a"
-                " password of at least 8 characters.",
-            )
-    return credentials
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:

@@ -34,7 +34,7 @@ from tunnelkit.control.rpc import (
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
-from tunnelkit.edge.http import HttpBinding
+from tunnelkit.edge.names import HttpBinding
 from tunnelkit.edge.tcp import TcpBinding
 
 if TYPE_CHECKING:
