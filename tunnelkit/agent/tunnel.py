@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
 from tunnelkit.control.messages import Bind, BindOpts, HttpOpts, TcpOpts, TlsOpts
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.hostnames import DEFAULT_PORTS
 
 
 def upstream_display(addr: UpstreamAddress, proto: str | None) -> str:
@@ -20,9 +21,6 @@ def upstream_display(addr: UpstreamAddress, proto: str | None) -> str:
     return str(addr)
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def rewritten_host(addr: UpstreamAddress) -> str:
     """
     @return: the C{Host} an upstream expects when the tunnel's C{host_header}
@@ -33,7 +31,7 @@ def rewritten_host(addr: UpstreamAddress) -> str:
     if addr.port is None:
         return ""
     host = f"[{addr.host}]" if ":" in addr.host else addr.host
-    if addr.port == _DEFAULT_PORTS.get(addr.scheme):
+    if addr.port == DEFAULT_PORTS.get(addr.scheme):
         return host
     return f"{host}:{addr.port}"
 

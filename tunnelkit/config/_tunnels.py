@@ -18,6 +18,7 @@ from tunnelkit.config._errors import UNKNOWN_KEY, unknown_key_message
 from tunnelkit.config._parsing import HostPort, parse_host_port, parse_port
 from tunnelkit.config._values import Section
 from tunnelkit.config._yaml import YamlNode, YamlScalar
+from tunnelkit.hostnames import DEFAULT_PORTS, DNS_NAME, NAME_OR_WILDCARD
 
 PROTOCOLS = ("http", "tcp", "tls")
 METADATA_LIMIT = 4096
@@ -55,10 +56,6 @@ _KEYS_BY_KIND: dict[str, frozenset[str]] = {
 }
 TUNNEL_KEYS = _COMMON_KEYS.union(*_KEYS_BY_KIND.values())
 
-_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$")
-_SUBDOMAIN = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 SCHEMES_BY_BIND_TLS: dict[str, tuple[str, ...]] = {
     "true": ("https",),
@@ -128,7 +125,7 @@ def parse_upstream_address(text: str, default_scheme: str = "http") -> UpstreamA
                 "file:///absolute/path"
             )
         return UpstreamAddress("file", "", None, path)
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         raise ValueError(
             f"the scheme {parts.scheme!r} is not supported; use http://, https:// "
             "or file://"
@@ -142,7 +139,7 @@ def parse_upstream_address(text: str, default_scheme: str = "http") -> UpstreamA
     if port == 0:
         raise ValueError(f"{text!r} has an invalid port")
     return UpstreamAddress(
-        scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], parts.path
+        scheme, parts.hostname, port or DEFAULT_PORTS[scheme], parts.path
     )
 
 
@@ -336,7 +333,7 @@ def parse_subdomain(text: str) -> str:
     @return: the name in lower case.
     @raise ValueError: when it is not a valid DNS name.
     """
-    return _dns_name(text, _SUBDOMAIN)
+    return _dns_name(text, DNS_NAME)
 
 
 def parse_hostname(text: str) -> str:
@@ -348,7 +345,7 @@ def parse_hostname(text: str) -> str:
     @return: the name in lower case.
     @raise ValueError: when it is not a valid DNS name.
     """
-    return _dns_name(text, _HOSTNAME)
+    return _dns_name(text, NAME_OR_WILDCARD)
 
 
 def _dns_name(text: str, pattern: re.Pattern[str]) -> str:

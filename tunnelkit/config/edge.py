@@ -20,6 +20,7 @@ from tunnelkit.config._errors import MISSING_KEY, VERSION, ConfigError
 from tunnelkit.config._parsing import HostPort, resolve_path
 from tunnelkit.config._values import Section
 from tunnelkit.config._yaml import YamlMapping, YamlScalar, describe, read_yaml_file
+from tunnelkit.hostnames import DNS_NAME, is_name_or_wildcard
 
 EDGE_CONFIG_VERSION = 1
 DEFAULT_STATE_DIR = "~/.local/state/tunnelkit-edge"
@@ -51,10 +52,8 @@ EDGE_KEYS = frozenset(
 _AUTHTOKEN_KEYS = frozenset(
     {"name", "token", "token_sha256", "reserved_addrs", "hostnames"}
 )
-_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
+_DOMAIN = DNS_NAME
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_HOSTNAME_PATTERN = re.compile(rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$")
 
 
 @dataclass(frozen=True)
@@ -459,7 +458,7 @@ def _read_hostnames(item: Section) -> tuple[str, ...]:
     hostnames = []
     for key, node in item.items("hostnames") or []:
         pattern = item.text_of(key, node).strip().lower().rstrip(".")
-        if not _HOSTNAME_PATTERN.match(pattern) or len(pattern) > 253:
+        if not is_name_or_wildcard(pattern):
             raise item.invalid(
                 key,
                 node,

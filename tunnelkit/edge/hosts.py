@@ -13,13 +13,11 @@ where a request goes.
 import hashlib
 import hmac
 import ipaddress
-import re
 from typing import Generic, Iterable, TypeVar
+from tunnelkit.hostnames import is_name_or_wildcard
 
 _B = TypeVar("_B")
 
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
 
 RANDOM_NAME_LENGTH = 12
 """Hex digits in a random tunnel name, such as C{3f9a0c1d5e7b}."""
@@ -50,7 +48,7 @@ def normalise_host(value: bytes | str) -> str | None:
     if colon and not port.isdigit():
         return None
     name = name.rstrip(".")
-    if not name or len(name) > 253 or not _NAME.match(name) or name.startswith("*"):
+    if name.startswith("*") or not is_name_or_wildcard(name):
         return None
     return name
 
@@ -59,7 +57,7 @@ def is_valid_pattern(pattern: str) -> bool:
     """
     @return: whether C{pattern} is a host name, or C{*.} followed by one.
     """
-    return len(pattern) <= 253 and bool(_NAME.match(pattern))
+    return is_name_or_wildcard(pattern)
 
 
 def pattern_covers(pattern: str, name: str) -> bool:

@@ -26,14 +26,13 @@ from tunnelkit.edge.hosts import (
     random_name,
 )
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.hostnames import DEFAULT_PORTS
 
 if TYPE_CHECKING:
     from tunnelkit.edge.session import EdgeSession
 
 MAX_NAME_ATTEMPTS = 8
 """Random names tried before an HTTP bind fails with TK_HOSTNAME_TAKEN."""
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _credential_digest(credential: bytes) -> bytes:
@@ -173,7 +172,7 @@ class HttpNames:
                 " http_listener nor https_listener. Use a tcp tunnel.",
             )
         asked = set(opts.schemes) or {"http", "https"}
-        unknown = asked - set(_DEFAULT_PORTS)
+        unknown = asked - set(DEFAULT_PORTS)
         if unknown:
             raise TunnelkitError(
                 "TK_BAD_MESSAGE",
@@ -290,7 +289,7 @@ class HttpNames:
         if listener is None:
             return f"{scheme}://{name}"
         port = getattr(listener.getHost(), "port", 0)
-        if port == _DEFAULT_PORTS[scheme]:
+        if port == DEFAULT_PORTS[scheme]:
             return f"{scheme}://{name}"
         return f"{scheme}://{name}:{port}"
 
