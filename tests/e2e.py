@@ -394,6 +394,19 @@ def _json_event(text: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def mentions(text: str) -> Callable[[dict[str, Any]], bool]:
+    """
+    @return: a condition on a log event: that one of its values contains
+        C{text}.
+    """
+
+    def condition(event: dict[str, Any]) -> bool:
+        return any(text in str(value) for value in event.values())
+
+    condition.__name__ = f"a value containing {text!r}"
+    return condition
+
+
 def start_program(
     test: TestCase,
     name: str,

@@ -10,6 +10,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
+    mentions,
     TOKEN,
     Steps,
     free_port,
@@ -20,7 +21,6 @@ from tests.e2e import (
     write_edge_config,
 )
 from tests.rawhttp import Response, read_response, read_responses
-from tests.test_e2e_tcp_errors import mentions
 from tests.webclients import Fetched, RawConnections, complete_responses
 from tests.webservers import RecordingUpstream, listen_recording
 from tests.webtunnels import OTHER_TOKEN, HttpTunnelTestCase, tunnel_urls

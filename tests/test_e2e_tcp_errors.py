@@ -7,7 +7,6 @@ L{tests.test_e2e_tcp}.
 """
 
 import os
-from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionLost
@@ -15,6 +14,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
+    mentions,
     FORWARDING_LINE,
     LOOPBACK,
     TOKEN,
@@ -162,19 +162,6 @@ class RefusalTests(TestCase):
 
         self.assertEqual(code, 1, agent.describe())
         self.assertIn("TK_ADDR_NOT_RESERVED", agent.text("err"), agent.describe())
-
-
-def mentions(text: str) -> Callable[[dict[str, Any]], bool]:
-    """
-    @return: a condition on a log event: that one of its values contains
-        C{text}.
-    """
-
-    def condition(event: dict[str, Any]) -> bool:
-        return any(text in str(value) for value in event.values())
-
-    condition.__name__ = f"a value containing {text!r}"
-    return condition
 
 
 class FailureReportTests(TestCase):
