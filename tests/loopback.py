@@ -13,7 +13,11 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+)
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -372,3 +376,34 @@ def gather(deferreds: list[Deferred]) -> Deferred:
         once all have finished.
     """
     return gatherResults(deferreds, consumeErrors=True)
+
+
+def listen_loopback(
+    test: TestCase, factory: Factory[Any], open_connections: set[Any], tls: Any = None
+) -> Deferred:
+    """
+    Listen on a loopback port picked by the kernel until the test's
+    clean-up, which first aborts every connection in C{open_connections}.
+
+    @param tls: server TLS options, to listen with TLS.
+
+    @return: a Deferred firing with the port number.
+    """
+
+    def listening(port: IListeningPort) -> int:
+        def close() -> Deferred[None] | None:
+            for connection in list(open_connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abortConnection()
+            return port.stopListening()
+
+        test.addCleanup(close)
+        address: Any = port.getHost()
+        number: int = address.port
+        return number
+
+    endpoint: Any = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
+    if tls is not None:
+        endpoint = SSL4ServerEndpoint(reactor, 0, tls, interface=LOOPBACK)
+    return endpoint.listen(factory).addCallback(listening)

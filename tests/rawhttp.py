@@ -13,18 +13,15 @@ from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ClientEndpoint,
-    TCP4ServerEndpoint,
-)
-from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.e2e import LOOPBACK, WAIT, bounded
+from tests.loopback import listen_loopback
 
 
 class _Served(Factory):
@@ -62,23 +59,7 @@ def serve(test: TestCase, build: Callable[[], Any], tls: Any = None) -> Deferred
     @return: a Deferred firing with the port number.
     """
     factory = _Served(build)
-
-    def listening(port: IListeningPort) -> int:
-        def close() -> Any:
-            for protocol in list(factory.open):
-                if protocol.transport is not None:
-                    protocol.transport.abortConnection()
-            return port.stopListening()
-
-        test.addCleanup(close)
-        address: Any = port.getHost()
-        number: int = address.port
-        return number
-
-    endpoint: Any = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
-    if tls is not None:
-        endpoint = SSL4ServerEndpoint(reactor, 0, tls, interface=LOOPBACK)
-    return endpoint.listen(factory).addCallback(listening)
+    return listen_loopback(test, factory, factory.open, tls)
 
 
 @implementer(IHalfCloseableProtocol)

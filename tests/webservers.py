@@ -17,8 +17,7 @@ from typing import Any, Iterator
 import httptools
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPullProducer
+from twisted.internet.interfaces import IDelayedCall, IPullProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -26,40 +25,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from tests.e2e import LOOPBACK, WAIT, bounded
+from tests.e2e import WAIT, bounded
+from tests.loopback import listen_loopback
 from tests.pattern import pattern_blocks
-
-
-def _listen(
-    test: TestCase, factory: Factory[Any], open_connections: set[Any], tls: Any = None
-) -> Deferred:
-    """
-    Listen on a loopback port picked by the kernel until the test's
-    clean-up, which first aborts every connection in C{open_connections}.
-
-    @param tls: server TLS options, to listen with TLS.
-
-    @return: a Deferred firing with the port number.
-    """
-
-    def listening(port: IListeningPort) -> int:
-        def close() -> Deferred[None] | None:
-            for connection in list(open_connections):
-                transport = getattr(connection, "transport", None)
-                if transport is not None:
-                    transport.abortConnection()
-            return port.stopListening()
-
-        test.addCleanup(close)
-        address: Any = port.getHost()
-        number: int = address.port
-        return number
-
-    endpoint: Any = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK)
-    if tls is not None:
-        endpoint = SSL4ServerEndpoint(reactor, 0, tls, interface=LOOPBACK)
-    return endpoint.listen(factory).addCallback(listening)
-
 
 # The recording upstream
 
@@ -219,7 +187,7 @@ def listen_recording(test: TestCase, tls: Any = None) -> Deferred:
     """
     upstream = RecordingUpstream()
     site = _RecordingSite(_Recorder(upstream.received), upstream)
-    listening = _listen(test, site, site.connections, tls)
+    listening = listen_loopback(test, site, site.connections, tls)
 
     def started(port: int) -> RecordingUpstream:
         upstream.port = port
@@ -411,7 +379,7 @@ def listen_bulk(test: TestCase) -> Deferred:
     @return: a Deferred firing with it.
     """
     upstream = BulkUpstream()
-    listening = _listen(test, _BulkFactory(upstream), upstream.connections)
+    listening = listen_loopback(test, _BulkFactory(upstream), upstream.connections)
 
     def started(port: int) -> BulkUpstream:
         upstream.port = port
