@@ -210,10 +210,10 @@ class LinkTLSProtocol(BufferingTLSTransport):
         # connectionLost. typing note: it has the aggregator's methods, not
         # its type.
         self._pieces_receiver = IPiecesReceiver(wrappedProtocol, None)
-        self._gatherer = _RecordGatherer(self, factory._clock)
-        self._aggregator = self._gatherer  # type: ignore[assignment]
-        self.write = self._gatherer.write  # type: ignore[method-assign]
-        self.writeSequence = self._gatherer.write_sequence  # type: ignore[method-assign]
+        gatherer = self._gatherer = _RecordGatherer(self, factory._clock)
+        self._aggregator = gatherer  # type: ignore[assignment]
+        self.write = gatherer.write  # type: ignore[method-assign]
+        self.writeSequence = gatherer.write_sequence  # type: ignore[method-assign]
 
     def writeSequence(self, sequence: Iterable[bytes]) -> None:
         # Replaced by the gatherer's on each instance, as write is.
