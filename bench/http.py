@@ -11,16 +11,9 @@ entry's extra flags.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script, this folder would come first on the path, where this
-    # file would stand in for the standard library's http package.
-    _FOLDER = Path(__file__).resolve().parent
-    sys.path[:] = [
-        entry for entry in sys.path if Path(entry or ".").resolve() != _FOLDER
-    ]
-    sys.path.insert(0, str(_FOLDER.parent))
+    import _script  # noqa: F401  (run as a script: see bench/_script.py)
 
 import argparse
 import http.client
@@ -782,27 +775,22 @@ def judge(
     """
     targets = []
     judged = [route for route in routes if route.kind == "tunnelkit" and route.judged]
+    throughput = (
+        ("small", "small responses", "requests/s", TARGET_SMALL_RATIO),
+        ("large", "1 MiB responses", "responses/s", TARGET_LARGE_RATIO),
+    )
     for route in judged:
-        small = summary.get("small")
-        if small is not None:
-            value = small.get(route.title, {}).get("vs_ssh")
+        for case, label, unit, limit in throughput:
+            rows = summary.get(case)
+            if rows is None:
+                continue
+            value = rows.get(route.title, {}).get("vs_ssh")
             targets.append(
                 _target(
-                    f"small responses, {route.title} / ssh -R requests/s",
+                    f"{label}, {route.title} / ssh -R {unit}",
                     value,
-                    f">= {TARGET_SMALL_RATIO:.2f}",
-                    value is not None and value >= TARGET_SMALL_RATIO,
-                )
-            )
-        large = summary.get("large")
-        if large is not None:
-            value = large.get(route.title, {}).get("vs_ssh")
-            targets.append(
-                _target(
-                    f"1 MiB responses, {route.title} / ssh -R responses/s",
-                    value,
-                    f">= {TARGET_LARGE_RATIO:.2f}",
-                    value is not None and value >= TARGET_LARGE_RATIO,
+                    f">= {limit:.2f}",
+                    value is not None and value >= limit,
                 )
             )
         latency = summary.get("latency")

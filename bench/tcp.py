@@ -23,13 +23,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    # Run as a script, this folder would come first on the path, where
-    # bench/http.py would stand in for the standard library's http package.
-    _FOLDER = Path(__file__).resolve().parent
-    sys.path[:] = [
-        entry for entry in sys.path if Path(entry or ".").resolve() != _FOLDER
-    ]
-    sys.path.insert(0, str(_FOLDER.parent))
+    import _script  # noqa: F401  (run as a script: see bench/_script.py)
 
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol

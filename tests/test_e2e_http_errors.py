@@ -50,6 +50,28 @@ class ErrorPageTestCase(HttpTunnelTestCase):
         self.connections = RawConnections(self)
         yield self.start_edge(http_head_timeout=self.head_timeout)
 
+    @inlineCallbacks
+    def after_first_response(
+        self, host: str, second: bytes
+    ) -> Steps[tuple[Response, Response]]:
+        """
+        On one new connection, send C{GET /first} for C{host}, wait for its
+        response, then send C{second} and read until the edge closes.
+
+        @return: a Deferred firing with the two responses.
+        """
+        connection = yield self.connections.connect(self.edge.ports["http"])
+        connection.send(b"GET /first HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+        yield connection.wait_for(
+            lambda data: complete_responses(data) == 1, "the first response"
+        )
+
+        connection.send(second)
+        received = yield connection.wait_closed()
+
+        first, second_response = read_responses(received)
+        return first, second_response
+
     def assertErrorPage(
         self, response: Fetched | Response, status: int, code: str
     ) -> None:
@@ -152,16 +174,12 @@ class ErrorPageTests(ErrorPageTestCase):
             str(self.upstream.port), "--subdomain", "two", home=make_directory(self)
         )
         yield tunnel_urls(other)
-        connection = yield self.connections.connect(self.edge.ports["http"])
-        connection.send(b"GET /first HTTP/1.1\r\nHost: one.tunnels.test\r\n\r\n")
-        yield connection.wait_for(
-            lambda data: complete_responses(data) == 1, "the first response"
+
+        first, second = yield self.after_first_response(
+            "one.tunnels.test",
+            b"GET /second HTTP/1.1\r\nHost: two.tunnels.test\r\n\r\n",
         )
 
-        connection.send(b"GET /second HTTP/1.1\r\nHost: two.tunnels.test\r\n\r\n")
-        received = yield connection.wait_closed()
-
-        first, second = read_responses(received)
         self.assertEqual(first.status, 200)
         self.assertErrorPage(second, 421, "TK_MISDIRECTED_REQUEST")
         self.assertEqual([r.target for r in self.upstream.received], ["/first"])
@@ -211,16 +229,11 @@ class SlowClientTests(ErrorPageTestCase):
         TK_REQUEST_TIMEOUT} after the first response.
         """
         yield self.start_tunnel(str(self.upstream.port), "--subdomain", "web")
-        connection = yield self.connections.connect(self.edge.ports["http"])
-        connection.send(b"GET /first HTTP/1.1\r\nHost: web.tunnels.test\r\n\r\n")
-        yield connection.wait_for(
-            lambda data: complete_responses(data) == 1, "the first response"
+
+        first, second = yield self.after_first_response(
+            "web.tunnels.test", b"GET /second HTTP/1.1\r\nHost: web.tunnels.test\r\n"
         )
 
-        connection.send(b"GET /second HTTP/1.1\r\nHost: web.tunnels.test\r\n")
-        received = yield connection.wait_closed()
-
-        first, second = read_responses(received)
         self.assertEqual(first.status, 200)
         self.assertErrorPage(second, 408, "TK_REQUEST_TIMEOUT")
         self.assertEqual([r.target for r in self.upstream.received], ["/first"])
