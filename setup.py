@@ -16,6 +16,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["tunnelkit", "tunnelkit.*"]) + ["twisted.plugins"],
+    package_data={"tunnelkit.web": ["static/*", "templates/*"]},
     install_requires=[
         "twisted[tls,conch]>=24.7.0",
         "pyopenssl>=24.0.0",
