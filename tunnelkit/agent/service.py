@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tunnelkit.agent.metrics import TunnelMetrics
 from tunnelkit.agent.session import AgentSession
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.config import AgentConfig, HostPort, TunnelDefinition
@@ -83,6 +84,8 @@ class AgentService(Service):
     L{FATAL_CODES} stop the agent instead.
 
     @ivar tunnels: the tunnels by name.
+    @ivar metrics: the connections and HTTP exchanges of all its tunnels;
+        each tunnel's own metrics feed these.
     @ivar session: the current connection's session, if any.
     @ivar session_id: the edge's id for this agent, kept across reconnects.
     @ivar ready: fires with the tunnels once the first session has bound
@@ -106,7 +109,8 @@ class AgentService(Service):
         self.edge = edge
         self.root_cas = root_cas
         self.authtoken = authtoken
-        self.tunnels = {d.name: Tunnel(d) for d in tunnels}
+        self.metrics = TunnelMetrics(reactor)
+        self.tunnels = {d.name: self.make_tunnel(d) for d in tunnels}
         self.session: AgentSession | None = None
         self.session_id = ""
         self.ready: Deferred = Deferred()
@@ -117,6 +121,13 @@ class AgentService(Service):
         self._established_at = 0.0
         self._connecting: Deferred | None = None
         self._retry_call: Any = None
+
+    def make_tunnel(self, definition: TunnelDefinition) -> Tunnel:
+        """
+        @return: a tunnel of this agent, its metrics timed by the agent's
+            reactor and feeding L{metrics}.
+        """
+        return Tunnel(definition, metrics=TunnelMetrics(self.reactor, self.metrics))
 
     def retry_delay(self, attempt: int) -> float:
         """

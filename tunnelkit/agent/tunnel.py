@@ -3,8 +3,9 @@ A tunnel as the agent runs it: its definition, its public URL once bound,
 and where its connections go.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tunnelkit.agent.metrics import TunnelMetrics, WallClock
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
 from tunnelkit.control.messages import Bind, BindOpts, HttpOpts, TcpOpts, TlsOpts
 from tunnelkit.errors import TunnelkitError
@@ -45,15 +46,31 @@ class Tunnel:
         until bound.
     @ivar token: the edge's affinity token for the last binding, sent back
         to ask for the same public address after a reconnect.
-    @ivar open_connections: proxied connections open now.
-    @ivar total_connections: proxied connections since the agent started.
+    @ivar metrics: its connections and HTTP exchanges in numbers; the
+        agent service gives each tunnel metrics that feed its own, and a
+        tunnel made on its own times them by the system clock.
     """
 
     definition: TunnelDefinition
     public_urls: tuple[str, ...] = ()
     token: str = ""
-    open_connections: int = 0
-    total_connections: int = 0
+    metrics: TunnelMetrics = field(
+        default_factory=lambda: TunnelMetrics(WallClock()), compare=False, repr=False
+    )
+
+    @property
+    def open_connections(self) -> int:
+        """
+        @return: proxied connections open now.
+        """
+        return self.metrics.open_connections
+
+    @property
+    def total_connections(self) -> int:
+        """
+        @return: proxied connections since the tunnel was made.
+        """
+        return self.metrics.total_connections
 
     @property
     def public_url(self) -> str | None:

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.agent.fileserver import FileServer
+from tunnelkit.agent.metrics import TunnelMetrics
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.control.messages import ProxyHeader
 from tunnelkit.errorpage import error_response
@@ -61,22 +62,22 @@ def file_server(reactor: Any, tunnel: Tunnel) -> FileServer:
 
 class CountedConnection:
     """
-    One connection of a tunnel, counted in its total at once, and in its
-    open connections until L{close}.
+    One connection of a tunnel, counted in its metrics as opened at once,
+    and as closed, with how long it was open, at L{close}.
     """
 
     def __init__(self, tunnel: Tunnel) -> None:
-        self._tunnel: Tunnel | None = tunnel
-        tunnel.open_connections += 1
-        tunnel.total_connections += 1
+        self._metrics: TunnelMetrics | None = tunnel.metrics
+        self._opened_at = tunnel.metrics.clock.seconds()
+        tunnel.metrics.connection_opened()
 
     def close(self) -> None:
         """
-        Stop counting the connection as open; only the first call counts.
+        Count the connection as closed; only the first call counts.
         """
-        tunnel, self._tunnel = self._tunnel, None
-        if tunnel is not None:
-            tunnel.open_connections -= 1
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.connection_closed(metrics.clock.seconds() - self._opened_at)
 
 
 def unreachable_page(local: str, reason: str, head_only: bool = False) -> bytes:
