@@ -309,6 +309,20 @@ class BindResp(Message):
 
 
 @dataclass(frozen=True)
+class BindLabelsResp(Message):
+    """
+    The edge added a labeled tunnel to the groups its labels select.
+
+    @ivar id: the binding id the agent chose.
+    @ivar labels: the labels bound, C{key=value} each, sorted.
+    """
+
+    TYPE: ClassVar[str] = "bind_labels_resp"
+    id: str = ""
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class UnbindResp(Message):
     """
     The edge removed a binding.
@@ -456,6 +470,29 @@ class Bind(Request[BindResp]):
 
 
 @dataclass(frozen=True)
+class BindLabels(Request[BindLabelsResp]):
+    """
+    Offer a labeled tunnel: it has no public address of its own, and takes
+    the connections of every edge route whose backend asks for exactly its
+    labels; the protocol comes from that edge.
+
+    @ivar id: the binding id, chosen by the agent and unique in its session.
+    @ivar name: the tunnel's name in the agent's configuration.
+    @ivar labels: C{key=value} strings, at least one, each key once.
+    @ivar forwards_to: where the agent sends connections, for display only.
+    @ivar metadata: free text the user attached to the tunnel.
+    """
+
+    TYPE: ClassVar[str] = "bind_labels"
+    RESPONSE: ClassVar[type[Message]] = BindLabelsResp
+    id: str = ""
+    name: str = ""
+    labels: tuple[str, ...] = ()
+    forwards_to: str = ""
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
 class Unbind(Request[UnbindResp]):
     """
     Ask the edge to remove a binding.
@@ -548,6 +585,8 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = MappingProxyType(
             AuthResp,
             Bind,
             BindResp,
+            BindLabels,
+            BindLabelsResp,
             Unbind,
             UnbindResp,
             ServerInfo,
