@@ -654,6 +654,22 @@ class SessionTests(AgentTestCase):
         )
         self.assertEqual(agent.session_id, "s1")
 
+    def test_status(self) -> None:
+        """
+        The agent is C{connecting} until its first session is accepted,
+        C{online} while it lasts, and C{reconnecting} once it ended.
+        """
+        agent = self.start()
+        before = agent.status
+
+        self.sessions[0].succeed("s1", [(agent.tunnels["ssh"], None)])
+        during = agent.status
+        self.lose_connection()
+
+        self.assertEqual(
+            (before, during, agent.status), ("connecting", "online", "reconnecting")
+        )
+
     def test_started_tunnel_logged(self) -> None:
         """
         Each bound tunnel is announced as ngrok does, with its name, local
@@ -805,6 +821,22 @@ class InMemoryEdgeTests(AgentTestCase):
         [tunnel] = self.successResultOf(agent.ready)
         self.assertEqual(tunnel.public_url, "tcp://tunnels.example.com:20000")
         self.assertEqual(agent.session_id, list(edge.sessions)[0])
+
+    def test_latency_measured(self) -> None:
+        """
+        A session measures its round trip to the edge as it starts, before
+        the first keepalive.
+        """
+        edge = make_edge()
+        self.endpoint = InMemoryEdgeEndpoint(
+            self.clock, lambda: EdgeSession(edge, self.clock).mux
+        )
+        agent = self.start(authtoken=ALICE_TOKEN)
+
+        self.endpoint.flush()
+
+        assert agent.session is not None
+        self.assertEqual(agent.session.mux.latency, 0)
 
 
 class EdgeRequestTests(AgentTestCase):

@@ -588,6 +588,19 @@ class SessionLifeTests(SynchronousTestCase):
 
         self.assertEqual(pair.client.latency, 0)
 
+    def test_ping_measures_latency(self) -> None:
+        """
+        A ping sent outside the keepalive also records its round trip.
+        """
+        pair = Pair(MuxConfig(keepalive_interval=0))
+
+        pinged = pair.client.ping()
+        pair.clock.advance(0.25)
+        pair.pump.flush()
+
+        self.assertEqual(pair.client.latency, 0.25)
+        self.assertEqual(self.successResultOf(pinged), 0.25)
+
     def test_dead_peer_detected(self) -> None:
         """
         A ping without an answer within the timeout aborts the connection.

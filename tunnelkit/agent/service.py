@@ -122,6 +122,19 @@ class AgentService(Service):
         self._connecting: Deferred | None = None
         self._retry_call: Any = None
 
+    @property
+    def status(self) -> str:
+        """
+        The session's state, in ngrok's words: C{online} once the edge has
+        accepted a session, C{reconnecting} after a session or an attempt
+        failed, else C{connecting}.
+        """
+        if self.session is not None and self.session.auth is not None:
+            return "online"
+        if self.session_id or self._attempts:
+            return "reconnecting"
+        return "connecting"
+
     def make_tunnel(self, definition: TunnelDefinition) -> Tunnel:
         """
         @return: a tunnel of this agent, its metrics timed by the agent's

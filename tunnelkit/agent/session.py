@@ -66,7 +66,9 @@ class AgentSession:
 
     def establish(self, authtoken: str, session_id: str) -> Deferred:
         """
-        Authenticate, then bind every tunnel of the agent.
+        Authenticate, then bind every tunnel of the agent; a ping sent
+        meanwhile measures the latency to the edge before the first
+        keepalive does.
 
         @return: a Deferred that fires with the list of tunnels bound and the
             errors of those that could not be, or fails if authentication
@@ -87,6 +89,7 @@ class AgentSession:
                 metadata=self.agent.config.metadata or "",
             )
         )
+        self.mux.ping().addErrback(lambda _: None)
         results = []
         for tunnel in list(self.agent.tunnels.values()):
             results.append((tunnel, await self.bind(tunnel)))

@@ -402,8 +402,8 @@ class MuxProtocol(Protocol):
     A yamux session on one connection.
 
     @ivar session: the sans-IO core.
-    @ivar latency: the round trip of the last answered keepalive ping in
-        seconds, or C{None} before the first one.
+    @ivar latency: the round trip of the last answered ping in seconds,
+        or C{None} before the first one.
     @ivar close_reason: why the connection was lost, once it was.
     """
 
@@ -721,7 +721,8 @@ class MuxProtocol(Protocol):
         if entry is None:
             return
         started, deferred = entry
-        deferred.callback(self.clock.seconds() - started)
+        self.latency = self.clock.seconds() - started
+        deferred.callback(self.latency)
 
     def _schedule_keepalive(self) -> None:
         if self.config.keepalive_interval and not self._closed:
@@ -740,7 +741,6 @@ class MuxProtocol(Protocol):
         deferred.addCallbacks(self._keepalive_answered, lambda _: None)
 
     def _keepalive_answered(self, latency: float) -> None:
-        self.latency = latency
         call, self._keepalive_timeout_call = self._keepalive_timeout_call, None
         if call is not None and call.active():
             call.cancel()
