@@ -26,6 +26,7 @@ from tunnelkit.config import (
 )
 from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.heap import keep_read_buffers_on_heap
 from tunnelkit.options import TunnelkitOptions
 from tunnelkit.runtime import install_logs, stop_reactor
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     Run the command and exit with its status.
     """
+    keep_read_buffers_on_heap()
     sys.exit(run(sys.argv[1:] if argv is None else list(argv)))
 
 

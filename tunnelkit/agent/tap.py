@@ -12,6 +12,7 @@ from tunnelkit.agent.app import AgentApplication
 from tunnelkit.cli import CommandFailed, authtoken_for, select_tunnels
 from tunnelkit.config import ConfigError, load_agent_config
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.heap import keep_read_buffers_on_heap
 from tunnelkit.options import AgentServiceOptions
 from tunnelkit.runtime import add_twistd_logs, exit_after_shutdown, stop_reactor
 
@@ -28,6 +29,7 @@ def makeService(options: AgentServiceOptions) -> AgentApplication:
     """
     from twisted.internet import reactor
 
+    keep_read_buffers_on_heap()
     try:
         config = load_agent_config(options["configs"])
         tunnels = select_tunnels("start", options, config)

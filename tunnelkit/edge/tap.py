@@ -5,6 +5,7 @@ C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
 from tunnelkit.config import ConfigError, load_edge_config
 from tunnelkit.edge.server import EdgeServer
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.heap import keep_read_buffers_on_heap
 from tunnelkit.options import EdgeOptions
 from tunnelkit.runtime import add_twistd_logs, exit_after_shutdown
 
@@ -19,6 +20,7 @@ def makeService(options: EdgeOptions) -> EdgeServer:
     """
     from twisted.internet import reactor
 
+    keep_read_buffers_on_heap()
     try:
         config = load_edge_config(options["config"])
         add_twistd_logs(options, config.log, config.log_format, config.log_level)
