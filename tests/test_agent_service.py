@@ -37,7 +37,7 @@ from tunnelkit.config import (
     TunnelDefinition,
     UpstreamAddress,
 )
-from tunnelkit.control.messages import AuthResp
+from tunnelkit.control.messages import AuthResp, BindLabels
 from tunnelkit.control.rpc import RemoteError
 from tunnelkit.edge.session import EdgeSession
 from tunnelkit.errors import TunnelkitError
@@ -1034,23 +1034,32 @@ class BindRequestTests(SynchronousTestCase):
 
         self.assertIn(outcome, ("TK_PROTO_UNSUPPORTED", "sent http"))
 
-    def test_labeled_not_bound_as_tcp(self) -> None:
+    def test_labeled_bound_by_labels(self) -> None:
         """
-        A labeled tunnel is not bound as a TCP tunnel.
+        A labeled tunnel is offered with C{bind_labels}, its labels as
+        C{name=value} strings in the order written, and its local address
+        and metadata for display.
         """
         definition = TunnelDefinition(
             name="edge",
             proto=None,
             addr=UpstreamAddress("http", "localhost", 80),
-            labels=(("edge", "edghts_1"),),
+            labels=(("edge", "web"), ("env", "prod")),
+            metadata="rack 4",
         )
 
-        try:
-            outcome = "sent " + Tunnel(definition).bind_request().proto
-        except TunnelkitError as error:
-            outcome = error.code
+        request = Tunnel(definition).bind_request()
 
-        self.assertNotEqual(outcome, "sent tcp")
+        self.assertEqual(
+            request,
+            BindLabels(
+                id="edge",
+                name="edge",
+                labels=("edge=web", "env=prod"),
+                forwards_to="http://localhost:80",
+                metadata="rack 4",
+            ),
+        )
 
 
 def parsed(options: Any, argv: list[str]) -> Any:

@@ -428,7 +428,7 @@ class AgentCommandTests(CommandTestCase):
         super().setUp()
         self.config = self.write("tunnelkit.yml", GOOD_AGENT)
         self.logs: list[Any] = []
-        self.patch(cli, "install_logs", lambda *args: self.logs.append(args))
+        self.patch(cli, "install_logs", lambda *args, **kw: self.logs.append(args))
         self.reactor = IdleReactor()
 
     def test_unknown_name(self) -> None:
@@ -551,7 +551,7 @@ class EdgeCommandTests(CommandTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.patch(cli, "install_logs", lambda *args: None)
+        self.patch(cli, "install_logs", lambda *args, **kw: None)
         self.reactor = IdleReactor()
 
     def test_bad_config(self) -> None:

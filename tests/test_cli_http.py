@@ -34,7 +34,7 @@ class HttpCommandTestCase(CommandTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.config = self.write("tunnelkit.yml", 'version: "2"\n')
-        self.patch(cli, "install_logs", lambda *args: None)
+        self.patch(cli, "install_logs", lambda *args, **kw: None)
         self.reactor = IdleReactor()
 
     def tunnel_for(self, *argv: str) -> TunnelDefinition:

@@ -236,16 +236,32 @@ def _run_agent(
     reactor: Any,
 ) -> int:
     from tunnelkit.agent.app import AgentApplication
+    from tunnelkit.agent.console import console_wanted
+    from tunnelkit.agent.terminal import console_screen, is_terminal
 
     config = load_agent_config(options["configs"])
     tunnels = select_tunnels(command, options, config)
-    install_logs(options, config.log, config.log_format, config.log_level, stderr)
+    console = console_wanted(
+        config.console_ui,
+        options["log"] or config.log,
+        is_terminal(stdout),
+        is_terminal(stderr),
+    )
+    install_logs(
+        options,
+        config.log,
+        config.log_format,
+        config.log_level,
+        stderr,
+        warnings_to_stderr=not console,
+    )
     if reactor is None:
         from twisted.internet import reactor
 
     status = {"code": 0}
 
     def stopped(outcome: Any) -> None:
+        leave_screen()
         if isinstance(outcome, TunnelkitError) and not status["code"]:
             stderr.write(f"ERROR: {outcome}\n")
             status["code"] = 1
@@ -254,20 +270,37 @@ def _run_agent(
     app = AgentApplication(
         config, tunnels, reactor, authtoken_for(options, config), on_stopped=stopped
     )
+    screen = None
+    if console:
+        screen = console_screen(app, reactor, stdout, config.console_ui_color)
+
+    def leave_screen() -> None:
+        if screen is not None:
+            screen.restore()
 
     def ready(agent: Any) -> None:
-        write_summary(stdout, app)
+        if screen is None:
+            write_summary(stdout, app)
+        else:
+            screen.redraw_soon()
 
     def failed(failure: Failure) -> None:
+        leave_screen()
         if not status["code"]:
             stderr.write(f"ERROR: {failure.value}\n")
             status["code"] = 1
         stop_reactor(reactor)
 
     app.ready.addCallbacks(ready, failed)
+    if screen is not None:
+        reactor.callWhenRunning(screen.startService)
+        reactor.addSystemEventTrigger("before", "shutdown", screen.stopService)
     reactor.callWhenRunning(app.startService)
     reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        leave_screen()
     return status["code"]
 
 

@@ -71,11 +71,16 @@ def install_logs(
     level: str,
     stderr: IO[str] | None = None,
     beginner: LogBeginner = globalLogBeginner,
+    warnings_to_stderr: bool = True,
 ) -> None:
     """
     Begin logging for the C{tunnelkit} command.
+
+    @param warnings_to_stderr: as for L{log_observer}; off while the
+        console screen is drawn, which shows the session's state instead.
     """
-    install(log_observer(options, log, fmt, level, stderr, True), beginner)
+    observer = log_observer(options, log, fmt, level, stderr, warnings_to_stderr)
+    install(observer, beginner)
 
 
 def add_twistd_logs(

@@ -253,7 +253,16 @@ class AgentService(Service):
         session.mux.when_closed().addCallback(self._session_closed, session)
         failures = []
         for tunnel, error in results:
-            if error is None:
+            if error is None and tunnel.labels:
+                _log.info(
+                    "started tunnel",
+                    obj="tunnels",
+                    name=tunnel.name,
+                    addr=self._display_addr(tunnel),
+                    url="",
+                    labels=tunnel.labels,
+                )
+            elif error is None:
                 for name, url in tunnel.named_urls():
                     _log.info(
                         "started tunnel",

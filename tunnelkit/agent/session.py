@@ -17,6 +17,7 @@ from tunnelkit.agent.upstream import stream_protocol
 from tunnelkit.control.messages import (
     Auth,
     AuthResp,
+    BindLabelsResp,
     ProxyHeader,
     Restart,
     RestartResp,
@@ -114,6 +115,9 @@ class AgentSession:
             reply = await self.request(request)
         except RemoteError as refusal:
             return refusal
+        if isinstance(reply, BindLabelsResp):
+            tunnel.public_urls = ()
+            return None
         tunnel.public_urls = reply.urls or (reply.url,)
         tunnel.token = reply.token
         return None

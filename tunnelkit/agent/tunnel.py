@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 
 from tunnelkit.agent.metrics import TunnelMetrics, WallClock
 from tunnelkit.config import TunnelDefinition, UpstreamAddress
-from tunnelkit.control.messages import Bind, BindOpts, HttpOpts, TcpOpts, TlsOpts
-from tunnelkit.errors import TunnelkitError
+from tunnelkit.control.messages import (
+    Bind,
+    BindLabels,
+    BindOpts,
+    HttpOpts,
+    TcpOpts,
+    TlsOpts,
+)
 from tunnelkit.hostnames import DEFAULT_PORTS
 
 
@@ -119,19 +125,28 @@ class Tunnel:
         """
         return upstream_display(self.definition.addr, self.definition.proto)
 
-    def bind_request(self) -> Bind:
+    @property
+    def labels(self) -> str:
         """
-        @return: the request that binds this tunnel on the edge.
-        @raise TunnelkitError: C{TK_PROTO_UNSUPPORTED} for a labeled tunnel,
-            which this agent cannot bind yet.
+        @return: a labeled tunnel's labels as people write them,
+            C{app=web,env=prod}; C{""} for other tunnels.
+        """
+        return ",".join(f"{name}={value}" for name, value in self.definition.labels)
+
+    def bind_request(self) -> Bind | BindLabels:
+        """
+        @return: the request that binds this tunnel on the edge: for a
+            labeled tunnel, the one that offers it to the edge routes that
+            ask for its labels.
         """
         definition = self.definition
         if definition.labeled or not definition.proto:
-            raise TunnelkitError(
-                "TK_PROTO_UNSUPPORTED",
-                f"Tunnel {self.name!r} is a labeled tunnel, which this version"
-                " cannot start yet; give it a proto (http or tcp) instead of"
-                " labels.",
+            return BindLabels(
+                id=self.name,
+                name=self.name,
+                labels=tuple(f"{k}={v}" for k, v in definition.labels),
+                forwards_to=self.forwards_to,
+                metadata=definition.metadata or "",
             )
         return Bind(
             id=self.name,

@@ -166,7 +166,8 @@ class ProxiedStream(SpliceEnd):
         )
         if self.lost:
             return
-        if self.tunnel.proto != "http":
+        web = self.header.proto in ("http", "https")
+        if self.tunnel.proto not in ("http", "") or not web:
             self.transport.abortConnection()
             return
         self._unreachable = reason.getErrorMessage()

@@ -1,0 +1,301 @@
+"""
+The agent's console screen on a terminal: switch to the alternate screen,
+redraw what L{tunnelkit.agent.console} lays out once a second and soon
+after each HTTP request or change of the terminal's size, and give the
+terminal back as it was when the agent stops.
+
+Writes to the terminal block: a terminal that stops reading (paused with
+Ctrl+S) pauses the agent until it reads again.
+"""
+
+import os
+import signal
+import threading
+from typing import IO, Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from tunnelkit import __version__
+from tunnelkit.agent.console import ConsoleState, RequestLine, paint, render
+
+_log = Logger()
+
+REDRAW_INTERVAL = 1.0
+"""Seconds between two redraws when nothing happens."""
+
+EVENT_DELAY = 0.1
+"""Seconds from an event to the redraw that shows it; the events of that
+time share one redraw."""
+
+RECENT_REQUESTS = 50
+"""How many HTTP requests the console remembers, newest first."""
+
+DEFAULT_SIZE = (80, 24)
+"""Columns and rows assumed when the terminal does not tell its size."""
+
+ENTER = "\x1b[?1049h\x1b[?25l"
+"""Switch to the alternate screen and hide the cursor."""
+
+LEAVE = "\x1b[0m\x1b[?25h\x1b[?1049l"
+"""Reset colours, show the cursor and go back to the normal screen."""
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """
+    @return: whether C{stream} writes to a terminal; a stream that cannot
+        tell does not.
+    """
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def terminal_size(stream: IO[str]) -> tuple[int, int]:
+    """
+    @return: the columns and rows of the terminal C{stream} writes to, or
+        L{DEFAULT_SIZE} when it is no terminal or tells no size.
+    """
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return DEFAULT_SIZE
+    if columns <= 0 or rows <= 0:
+        return DEFAULT_SIZE
+    return columns, rows
+
+
+class RecentRequests:
+    """
+    The most recent HTTP requests, fed by the capture store as each
+    request arrives and as its response completes it.
+
+    @ivar on_change: called after each change.
+    """
+
+    def __init__(
+        self, limit: int = RECENT_REQUESTS, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        self._limit = limit
+        self._lines: dict[str, RequestLine] = {}
+        self.on_change = on_change
+
+    def observe(self, capture: Any) -> None:
+        """
+        Show a new capture, or the response of one already shown.
+
+        @param capture: a capture of the store, with C{id}, C{start},
+            C{method}, C{uri} and C{status} (the status line text, C{""}
+            before the response).
+        """
+        line = RequestLine(
+            start=capture.start,
+            method=capture.method,
+            uri=capture.uri,
+            status=capture.status or "",
+        )
+        self._lines.pop(capture.id, None)
+        self._lines[capture.id] = line
+        while len(self._lines) > self._limit:
+            del self._lines[next(iter(self._lines))]
+        self.on_change()
+
+    def clear(self) -> None:
+        """
+        Forget every request, as the store does when it is cleared.
+        """
+        self._lines.clear()
+        self.on_change()
+
+    def lines(self) -> list[RequestLine]:
+        """
+        @return: the requests, newest first.
+        """
+        return sorted(self._lines.values(), key=lambda line: line.start, reverse=True)
+
+
+def web_interface_url(app: Any) -> str | None:
+    """
+    @return: the web interface's address: the application's C{web_url}
+        once it serves one, else the configured C{web_addr}'s, or C{None}
+        when C{web_addr} is C{false}.
+    """
+    if hasattr(app, "web_url"):
+        return app.web_url
+    web_addr = app.config.web_addr
+    return None if web_addr is None else f"http://{web_addr}"
+
+
+def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
+    """
+    @param app: the L{tunnelkit.agent.app.AgentApplication}.
+    @return: what the console shows of it now.
+    """
+    agent = app.agent
+    if agent is None:
+        return ConsoleState(
+            "connecting",
+            __version__,
+            web_url=web_interface_url(app),
+            requests=requests.lines(),
+        )
+    edge = str(agent.edge) + (" (embedded)" if app.edge is not None else "")
+    session = agent.session
+    forwarding = [
+        (url, tunnel.forwards_to)
+        for tunnel in agent.tunnels.values()
+        for url in tunnel.public_urls or (None,)
+    ]
+    return ConsoleState(
+        status=agent.status,
+        version=__version__,
+        edge=edge,
+        latency=session.mux.latency if session is not None else None,
+        web_url=web_interface_url(app),
+        forwarding=forwarding,
+        connections=agent.metrics.to_json()["conns"],
+        requests=requests.lines(),
+    )
+
+
+class ConsoleScreen(Service):
+    """
+    Draws the console on a terminal while running.
+
+    @ivar frames: how many screens were drawn.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        stream: IO[str],
+        state: Callable[[], ConsoleState],
+        colour: str = "black",
+        watch_resize: bool = True,
+    ) -> None:
+        """
+        @param reactor: provides C{IReactorTime}, and C{IReactorThreads}
+            when C{watch_resize} is set.
+        @param stream: the terminal.
+        @param state: gives what to show, at each redraw.
+        @param colour: C{console_ui_color}.
+        @param watch_resize: redraw on C{SIGWINCH} too; the size is read at
+            every redraw either way.
+        """
+        self._reactor = reactor
+        self._stream = stream
+        self._state = state
+        self._colour = colour
+        self._watch_resize = watch_resize
+        self._loop = LoopingCall(self.redraw)
+        self._loop.clock = reactor
+        self._soon: IDelayedCall | None = None
+        self._previous_handler: Any = None
+        self._shown = False
+        self.frames = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self._write(ENTER)
+        self._shown = True
+        if self._watch_resize:
+            self._catch_resize()
+        self._loop.start(REDRAW_INTERVAL, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.restore()
+
+    def restore(self) -> None:
+        """
+        Stop drawing and give the terminal back as it was; calling it again
+        does nothing.
+        """
+        if self._loop.running:
+            self._loop.stop()
+        soon, self._soon = self._soon, None
+        if soon is not None and soon.active():
+            soon.cancel()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGWINCH, self._previous_handler)
+            self._previous_handler = None
+        if self._shown:
+            self._shown = False
+            self._write(LEAVE)
+
+    def redraw_soon(self) -> None:
+        """
+        Redraw shortly, once for all the events until then.
+        """
+        if self._shown and self._soon is None:
+            self._soon = self._reactor.callLater(EVENT_DELAY, self._redraw_now)
+
+    def _redraw_now(self) -> None:
+        self._soon = None
+        self.redraw()
+
+    def redraw(self) -> None:
+        """
+        Draw the screen as things are now, at the terminal's present size.
+        """
+        if not self._shown:
+            return
+        state = self._state()
+        columns, rows = terminal_size(self._stream)
+        lines = render(state, columns, rows)
+        if self._write(paint(lines, state.status, self._colour)):
+            self.frames += 1
+
+    def _write(self, text: str) -> bool:
+        """
+        Write to the terminal, characters its encoding lacks replaced; a
+        terminal that cannot be written to any more ends the drawing.
+
+        @return: whether the text was written.
+        """
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        text = text.encode(encoding, "replace").decode(encoding)
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError) as error:
+            _log.warn("cannot draw the console: {error}", error=str(error))
+            self._shown = False
+            self.restore()
+            return False
+        return True
+
+    def _catch_resize(self) -> None:
+        """
+        Redraw when the terminal's size changes. Signals can only be caught
+        in the main thread; elsewhere, the next timed redraw shows the new
+        size.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def resized(number: int, frame: Any) -> None:
+            self._reactor.callFromThread(self.redraw_soon)
+
+        self._previous_handler = signal.signal(signal.SIGWINCH, resized)
+
+
+def console_screen(
+    app: Any, reactor: Any, stream: IO[str], colour: str
+) -> ConsoleScreen:
+    """
+    Build the console of an agent application, fed the HTTP requests of its
+    capture store.
+
+    @param app: the L{tunnelkit.agent.app.AgentApplication}.
+    @param stream: the terminal.
+    @param colour: C{console_ui_color}.
+    @return: the screen, not started.
+    """
+    requests = RecentRequests()
+    screen = ConsoleScreen(reactor, stream, lambda: agent_state(app, requests), colour)
+    requests.on_change = screen.redraw_soon
+    return screen
