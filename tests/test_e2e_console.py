@@ -16,12 +16,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
+    TOKEN,
     TUNNELKIT,
     Program,
     Steps,
     child_environment,
     make_directory,
+    start_edge,
     start_program,
+    write_agent_config,
+    write_edge_config,
     write_file,
 )
 
@@ -138,6 +142,31 @@ class ConsoleTests(TestCase):
 
         self.assertIn(LEAVE_SCREEN, program.text())
         self.assertEqual(program.exit_code, 0)
+
+    @inlineCallbacks
+    def test_fatal_error(self) -> Steps[None]:
+        """
+        An error that stops the agent (here, an authtoken its edge refuses)
+        is written after the terminal was given back, so it stays in view.
+        """
+        edge_home = make_directory(self)
+        edge = yield start_edge(
+            self, edge_home, write_edge_config(edge_home, [("alice", TOKEN, [])])
+        )
+        config = write_agent_config(
+            self.home, edge.server_addr, root_cas=edge.ca_path, authtoken="wrong"
+        )
+        argv = TUNNELKIT + ["tcp", "22", "--config", config]
+        program = start_on_terminal(self, argv, self.home)
+
+        yield program.wait_for_exit()
+
+        output = program.text()
+        self.assertIn(ENTER_SCREEN, output)
+        self.assertRegex(
+            output[output.rindex(LEAVE_SCREEN) :], r"ERROR: TK_AUTH_FAILED"
+        )
+        self.assertEqual(program.exit_code, 1)
 
     @inlineCallbacks
     def test_narrow_terminal(self) -> Steps[None]:

@@ -193,6 +193,17 @@ def select_tunnels(
                 host_header=options["host-header"],
             )
         ]
+    if command == "tunnel":
+        return [
+            TunnelDefinition(
+                name=COMMAND_LINE_TUNNEL,
+                proto=None,
+                addr=options["upstream"],
+                metadata=options["metadata"],
+                inspect=options["inspect"],
+                labels=options["labels"],
+            )
+        ]
     if options["none"]:
         return []
     if options["all"]:
@@ -321,6 +332,11 @@ def write_summary(stdout: IO[str], app: Any) -> None:
         f"{'Edge':<30}{edge}",
     ]
     for tunnel in agent.tunnels.values():
+        if tunnel.labels:
+            lines.append(
+                f"{'Forwarding':<30}labels {tunnel.labels} -> {tunnel.forwards_to}"
+            )
+            continue
         for url in tunnel.public_urls or (None,):
             lines.append(f"{'Forwarding':<30}{url} -> {tunnel.forwards_to}")
     if not agent.tunnels:

@@ -332,6 +332,63 @@ class AgentServiceOptions(StartOptions):
         super().postOptions()
 
 
+class TunnelOptions(CommonOptions):
+    """
+    C{tunnelkit tunnel --label NAME=VALUE ADDR}: a labeled tunnel, which
+    takes the connections of the edge routes whose backends ask for exactly
+    its labels; its protocol and public address come from those edges.
+
+    After parsing, C{labels} holds the labels as C{(name, value)} pairs in
+    the order given, C{upstream} the parsed address and C{inspect} a
+    boolean.
+    """
+
+    synopsis = "tunnelkit tunnel --label NAME=VALUE [--label ...] [options] ADDR"
+    longdesc = (
+        "ADDR is a port, HOST:PORT or an http:// or https:// URL. The edge's"
+        " operator defines, in edge.yml, which edges send traffic to which"
+        " labels; every edge also asks for the label edge=EDGE_ID."
+    )
+    optParameters = [
+        ["inspect", None, "true", "capture requests for inspection: true or false"],
+        ["metadata", None, None, "free text attached to the tunnel"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["label"] = []
+
+    def opt_label(self, label: str) -> None:
+        """a label NAME=VALUE; repeat it for more labels (at least one)"""
+        self["label"].append(label)
+
+    def parseArgs(self, addr: str) -> None:  # type: ignore[override]
+        self["addr"] = addr
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        labels: dict[str, str] = {}
+        for text in self["label"]:
+            name, equals, value = text.partition("=")
+            if not equals or not name:
+                raise usage.UsageError(f"--label {text!r}: write NAME=VALUE")
+            if name in labels:
+                raise usage.UsageError(f"--label: {name!r} is given twice")
+            labels[name] = value
+        if not labels:
+            raise usage.UsageError("give at least one --label NAME=VALUE")
+        self["labels"] = tuple(labels.items())
+        self["inspect"] = _boolean("--inspect", self["inspect"])
+        try:
+            self["upstream"] = parse_upstream_address(self["addr"], "http")
+        except ValueError as error:
+            raise usage.UsageError(
+                f"{error}; give a port, host:port, or an http:// or https:// URL"
+            )
+        if self["upstream"].scheme == "file":
+            raise usage.UsageError("a labeled tunnel forwards to a port, not a file")
+
+
 class _ConfigKeyOptions(CommonOptions):
     """
     A C{tunnelkit config} subcommand that sets one key.
@@ -426,6 +483,7 @@ class TunnelkitOptions(usage.Options):
     subCommands = [
         ["http", None, HttpOptions, "serve a local web service or directory over HTTP"],
         ["tcp", None, TcpOptions, "forward a public TCP address to a local port"],
+        ["tunnel", None, TunnelOptions, "a labeled tunnel for the edges' routes"],
         ["start", None, StartOptions, "start tunnels by name from the config"],
         ["config", None, ConfigOptions, "edit and check the config file"],
         ["edge", None, EdgeOptions, "run the edge server in the foreground"],
