@@ -62,7 +62,8 @@ from bench._common import (
     usage,
 )
 from tunnelkit.mux import MuxConfig, MuxProtocol
-from tunnelkit.tlstransport import IPiecesReceiver, LinkTLSFactory, wrap_client_tls
+from tunnelkit.interfaces import IPiecesReceiver
+from tunnelkit.tlstransport import LinkTLSFactory, wrap_client_tls
 
 _log = Logger()
 

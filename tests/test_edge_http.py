@@ -13,12 +13,16 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from tunnelkit.control.messages import MessageReader, decode_message
 from tunnelkit.edge.hosts import HostTable
 from tunnelkit.edge.http import HttpIngress, HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding
+from tunnelkit.edge.routes import EdgeRoutes
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IHttpRouter
 
 CLIENT = IPv4Address("TCP", "203.0.113.9", 5555)
 
@@ -121,6 +125,7 @@ class FakeSession:
         self.mux = FakeMux()
 
 
+@implementer(IHttpRouter)
 class Router:
     """
     What the ingress routes with, as the edge server provides it.
@@ -128,6 +133,7 @@ class Router:
 
     def __init__(self) -> None:
         self.hosts: HostTable[HttpBinding] = HostTable()
+        self.edges = EdgeRoutes()
         self.reactor = Clock()
         self.head_timeout = 10.0
         self.max_header_size = 1024
@@ -797,3 +803,15 @@ class OrderedRefusalTests(IngressTestCase):
         rest = self.transport.value()[len(b"HTTP/1.1 200 OK\r\n\r\n") :]
         self.assertTrue(rest.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"))
         self.assertTrue(self.transport.disconnecting)
+
+
+class RouterTests(SynchronousTestCase):
+    """
+    The fake router these tests route with is a faithful L{IHttpRouter}.
+    """
+
+    def test_provides_router(self) -> None:
+        """
+        The fake provides every attribute of L{IHttpRouter}.
+        """
+        self.assertTrue(verifyObject(IHttpRouter, Router()))

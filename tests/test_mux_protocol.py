@@ -26,7 +26,7 @@ from tunnelkit.mux import (
     StreamTransport,
 )
 from tunnelkit.mux.frames import Flag, FrameType, encode_header
-from tunnelkit.tlstransport import IPiecesReceiver
+from tunnelkit.interfaces import IPiecesReceiver
 
 
 @implementer(IHalfCloseableProtocol)

@@ -25,6 +25,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from tunnelkit.interfaces import IPiecesReceiver
 from tunnelkit.pki import (
     client_tls_options,
     ensure_edge_certificate,
@@ -33,7 +34,6 @@ from tunnelkit.pki import (
 from tunnelkit.tlstransport import (
     DELIVERY_SIZE,
     LINK_BUFFER_SIZE,
-    IPiecesReceiver,
     READ_SIZE,
     LinkTLSFactory,
     read_in_large_pieces,

@@ -61,7 +61,9 @@ from twisted.protocols.tls import (
     TLSMemoryBIOProtocol,
 )
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from tunnelkit.interfaces import IPiecesReceiver
 
 __all__ = [
     "READ_SIZE",
@@ -70,7 +72,6 @@ __all__ = [
     "read_in_large_pieces",
     "write_through",
     "write_many_records_at_once",
-    "IPiecesReceiver",
     "LinkTLSProtocol",
     "LinkTLSFactory",
     "wrap_client_tls",
@@ -138,21 +139,6 @@ def write_through(transport: Any, data: bytes) -> None:
         sent = 0
     if sent < len(data):
         transport.write(data[sent:] if sent else data)
-
-
-class IPiecesReceiver(Interface):
-    """
-    A protocol that can take bytes received in several pieces without their
-    being joined first.
-    """
-
-    def piecesReceived(pieces: list[bytes]) -> None:
-        """
-        Bytes arrived, in consecutive pieces: the same as C{dataReceived}
-        with the pieces joined.
-
-        @param pieces: at least two pieces, in order.
-        """
 
 
 def write_many_records_at_once(connection: SSL.Connection) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tunnelkit.config._errors import MISSING_KEY, VERSION, ConfigError
 from tunnelkit.config._parsing import HostPort, resolve_path
 from tunnelkit.config._values import Section
+from tunnelkit.config.edges import EdgeDefinition, read_edges
 from tunnelkit.config._yaml import YamlMapping, YamlScalar, describe, read_yaml_file
 from tunnelkit.hostnames import DNS_NAME, is_name_or_wildcard
 
@@ -47,10 +48,14 @@ EDGE_KEYS = frozenset(
         "log",
         "log_level",
         "log_format",
+        "edges",
     }
 )
 _AUTHTOKEN_KEYS = frozenset(
-    {"name", "token", "token_sha256", "reserved_addrs", "hostnames"}
+    {"name", "token", "token_sha256", "reserved_addrs", "hostnames", "labels"}
+)
+_LABEL_PATTERN = re.compile(
+    r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-/]*=(\*|[A-Za-z0-9_.\-/:]*))$"
 )
 _DOMAIN = DNS_NAME
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -89,12 +94,23 @@ class AuthtokenGrant:
         tunnels, exact (C{app.example.com}) or wildcards
         (C{*.example.com}); no other token may take a name they cover.
     @ivar token_digest: the SHA-256 digest of the token (not shown by repr).
+    @ivar labels: the labels this token may bind labeled tunnels with:
+        C{name=value}, C{name=*} (any value) or C{*} (any label); a labeled
+        tunnel needs every one of its labels allowed.
     """
 
     name: str
     reserved_addrs: tuple[HostPort, ...] = ()
     hostnames: tuple[str, ...] = ()
     token_digest: bytes = field(default=b"", repr=False)
+    labels: tuple[str, ...] = ()
+
+    def may_bind_label(self, name: str, value: str) -> bool:
+        """
+        @return: whether one of L{labels} allows the label C{name=value}.
+        """
+        allowed = self.labels
+        return "*" in allowed or f"{name}=*" in allowed or f"{name}={value}" in allowed
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,7 @@ class EdgeConfig:
     @ivar log: C{stdout}, C{stderr}, C{false} or an absolute file path.
     @ivar log_level: C{crit}, C{warn}, C{error}, C{info} or C{debug}.
     @ivar log_format: C{term}, C{logfmt} or C{json}.
+    @ivar edges: the edges defined under C{edges:}, their backends checked.
     """
 
     path: str = ""
@@ -165,6 +182,7 @@ class EdgeConfig:
     log: str = "false"
     log_level: str = "info"
     log_format: str = "term"
+    edges: tuple[EdgeDefinition, ...] = ()
 
     def check_token(self, token: str) -> AuthtokenGrant | None:
         """
@@ -221,6 +239,12 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
     version = _read_version(root)
     domain = _read_domain(root)
     log = root.log_settings()
+    authtokens = _read_authtokens(root)
+    reserved = {
+        a.port: grant.name for grant in authtokens for a in grant.reserved_addrs
+    }
+    edges = read_edges(root, reserved)
+    check_edges(edges)
     return EdgeConfig(
         path=path,
         version=version,
@@ -231,7 +255,7 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
         public_host=_read_public_host(root, domain),
         tcp_port_range=_read_port_range(root),
         tcp_bind_host=_read_bind_host(root),
-        authtokens=_read_authtokens(root),
+        authtokens=authtokens,
         allow_anonymous=root.boolean("allow_anonymous", False),
         state_dir=_read_state_dir(root),
         tls=_read_tls(root),
@@ -243,7 +267,24 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
         log=log.log,
         log_level=log.log_level,
         log_format=log.log_format,
+        edges=edges,
     )
+
+
+def check_edges(edges: tuple[EdgeDefinition, ...]) -> None:
+    """
+    Build every backend of the edges once, with the plugins installed now,
+    so that an unknown type or a bad option stops the file from loading.
+
+    @raise ConfigError: naming the file, line, edge and route at fault.
+    """
+    if not edges:
+        return
+    from tunnelkit.edge.backends import backend_factories
+    from tunnelkit.edge.routes import build_edges
+    from tunnelkit.edge.routing import TunnelGroups
+
+    build_edges(edges, TunnelGroups(), backend_factories())
 
 
 def _read_version(root: Section) -> int | None:
@@ -451,7 +492,22 @@ def _read_grant(item: Section) -> AuthtokenGrant:
         reserved_addrs=addrs,
         hostnames=_read_hostnames(item),
         token_digest=digest,
+        labels=_read_label_patterns(item),
     )
+
+
+def _read_label_patterns(item: Section) -> tuple[str, ...]:
+    patterns = []
+    for key, node in item.items("labels") or []:
+        pattern = item.text_of(key, node).strip()
+        if not _LABEL_PATTERN.match(pattern):
+            raise item.invalid(
+                key,
+                node,
+                f"{pattern!r} is not a label pattern; write name=value, name=*" " or *",
+            )
+        patterns.append(pattern)
+    return tuple(patterns)
 
 
 def _read_hostnames(item: Section) -> tuple[str, ...]:

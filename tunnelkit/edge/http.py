@@ -24,9 +24,12 @@ upstream's keep-alive timeout, not by the edge, and holds one stream of the
 agent's session until then.
 """
 
+from http import HTTPStatus
 from typing import Any, NoReturn
 
 import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -34,13 +37,24 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
+from tunnelkit.agent.dial import UPSTREAM_CONNECT_TIMEOUT, client_tls
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.hosts import normalise_host
 from tunnelkit.edge.names import HttpBinding
+from tunnelkit.edge.routes import Route, ServedEdge
+from tunnelkit.edge.routing import (
+    BackendRequest,
+    FixedResponse,
+    LabeledBinding,
+    StaticAddress,
+    TunnelTarget,
+    Unavailable,
+)
 from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IHttpRouter
 from tunnelkit.sockets import set_no_delay
-from tunnelkit.tlstransport import read_in_large_pieces, write_through
+from tunnelkit.tlstransport import read_in_large_pieces, wrap_client_tls, write_through
 
 _log = Logger()
 
@@ -71,9 +85,49 @@ class _RequestStream(Protocol):
         self.ingress = ingress
         self.header = header
         self.answered = False
+        self.connecting: Deferred[Any] | None = None
+        self._pending: list[bytes] = []
+        self._half_closed = False
 
     def connectionMade(self) -> None:
-        self.transport.write(self.header)
+        if self.header:
+            self.transport.write(self.header)
+        if self.connecting is None:
+            return
+        self.connecting = None
+        pending, self._pending = self._pending, []
+        self.transport.writeSequence(pending)
+        self.ingress.stream_connected(self, resume=True)
+        if self._half_closed:
+            self.transport.loseWriteConnection()
+
+    def send(self, data: bytes) -> None:
+        """
+        Write to the stream, or keep the bytes until it connects.
+        """
+        if self.connecting is not None:
+            self._pending.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def half_close(self) -> None:
+        """
+        End the client's side of the stream, once it connects if it has not.
+        """
+        if self.connecting is not None:
+            self._half_closed = True
+        elif self.transport is not None:
+            self.transport.loseWriteConnection()
+
+    def abort(self) -> None:
+        """
+        Reset the stream, or give up connecting it.
+        """
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        elif self.transport is not None:
+            self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.answered = True
@@ -105,7 +159,7 @@ class HttpIngress(Protocol):
 
     def __init__(self, factory: "HttpIngressFactory", client: IAddress | None) -> None:
         self.factory = factory
-        self.router = factory.router
+        self.router: Any = factory.router
         self.scheme = factory.scheme
         self.client = client
         self.client_host = getattr(client, "host", "")
@@ -127,7 +181,8 @@ class HttpIngress(Protocol):
         self._forwarding = False
         self._host: str | None = None
         self._authority: bytes | None = None
-        self._binding: HttpBinding | None = None
+        self._binding: HttpBinding | LabeledBinding | None = None
+        self._route_taken: Route | None = None
         self._stream: _RequestStream | None = None
         self._refusal: _Refusal | None = None
 
@@ -188,7 +243,7 @@ class HttpIngress(Protocol):
     def readConnectionLost(self) -> None:
         stream = self._stream
         if stream is not None and self._state in ("head", "body", "raw", "upgrading"):
-            stream.transport.loseWriteConnection()
+            stream.half_close()
         elif stream is None:
             self.transport.loseConnection()
 
@@ -204,6 +259,9 @@ class HttpIngress(Protocol):
             binding.open_connections -= 1
             self._binding = None
         stream, self._stream = self._stream, None
+        if stream is not None and stream.connecting is not None:
+            stream.abort()
+            return
         if stream is None or stream.transport is None:
             return
         clean = reason.check(type(connectionDone.value)) is not None
@@ -252,12 +310,21 @@ class HttpIngress(Protocol):
         method = parser.get_method()
         self._check_form(method, parser.get_http_version())
         host, authorization, forwarded_for = self._read_headers()
-        binding = self._route(host, authorization)
+        edge = None
+        if self.scheme == "https":
+            edge = self.router.edges.https.lookup(host)
+        binding: HttpBinding | LabeledBinding | None
+        if edge is not None:
+            binding = self._route_edge(edge, host, method)
+        else:
+            binding = self._route(host, authorization)
         if self._stream is None:
+            assert binding is not None
             self._open_stream(binding)
         self._forwarding = True
         self._requests += 1
-        self._stream_write(self._request_head(method, binding, forwarded_for))
+        host_header = b"" if binding is None else binding.host_header
+        self._stream_write(self._request_head(method, host_header, forwarded_for))
 
     def on_body(self, body: bytes) -> None:
         if not self._forwarding:
@@ -390,8 +457,111 @@ class HttpIngress(Protocol):
         self._host = host
         return binding
 
+    def _route_edge(
+        self, edge: ServedEdge, host: str, method: bytes
+    ) -> LabeledBinding | None:
+        """
+        Route a request for an HTTPS edge: find the route of its path, and
+        for the first request of the connection ask the route's backend
+        where it goes.
+
+        @return: the labeled tunnel to open a stream to, or C{None} when
+            the connection already has its stream (or a static address is
+            being connected).
+        """
+        if self._host is not None and host != self._host:
+            self._stop(
+                421,
+                "TK_MISDIRECTED_REQUEST",
+                "Misdirected request",
+                f"This connection was opened for {self._host}, not {host}; open a"
+                " new connection for each host.",
+            )
+        path = self._path()
+        route = edge.routes.match(path)
+        if route is None:
+            self._stop(
+                404,
+                "TK_ROUTE_NOT_FOUND",
+                "Route not found",
+                f"No route of the edge {edge.id} serves {path}; check the URL.",
+            )
+        taken = self._route_taken
+        if taken is not None:
+            if route is not taken:
+                self._stop(
+                    421,
+                    "TK_MISDIRECTED_REQUEST",
+                    "Misdirected request",
+                    f"This connection serves another route of {host}; open a new"
+                    f" connection for {path}.",
+                )
+            binding = self._binding
+            return binding if isinstance(binding, LabeledBinding) else None
+        self._host = host
+        decision = self._decide(route, edge, host, path)
+        if isinstance(decision, TunnelTarget):
+            self._route_taken = route
+            return decision.binding
+        if isinstance(decision, StaticAddress):
+            self._route_taken = route
+            self._open_static(decision)
+            return None
+        if isinstance(decision, FixedResponse):
+            response = fixed_response(decision, method == b"HEAD")
+            self._refusal = _Refusal(response, "fixed")
+            raise self._refusal
+        sentence = decision.sentence if isinstance(decision, Unavailable) else ""
+        self._stop(
+            503,
+            "TK_BACKEND_UNAVAILABLE",
+            "No tunnel available",
+            f"Nothing serves {host}{path} right now: {sentence}",
+        )
+
+    def _decide(self, route: Route, edge: ServedEdge, host: str, path: str) -> Any:
+        request = BackendRequest(
+            protocol="https",
+            host=host,
+            path=path,
+            client=format_address(self.client),
+            edge=edge.id,
+            labels=edge.labels,
+            time=self.router.reactor.seconds(),
+            headers=tuple(
+                (name.decode("latin-1").lower(), value.decode("latin-1"))
+                for name, value in self._headers
+            ),
+        )
+        try:
+            return route.backend.choose(request)
+        except Exception:
+            _log.failure(
+                "the backend of edge {edge} route {route} raised instead of"
+                " deciding",
+                edge=edge.id,
+                route=route.description,
+            )
+            self._stop(
+                502,
+                "TK_BACKEND_FAILED",
+                "Backend failed",
+                f"The edge could not decide where {host}{path} goes: its backend"
+                " failed. The edge's operator will find the error in its log.",
+            )
+
+    def _path(self) -> str:
+        """
+        @return: the request's path without its query, as routes match it.
+        """
+        target = self._url
+        if self._authority is not None:
+            rest = target.split(b"/", 3)[3:]
+            target = b"/" + (rest[0] if rest else b"")
+        return target.split(b"?", 1)[0].decode("latin-1")
+
     def _request_head(
-        self, method: bytes, binding: HttpBinding, forwarded_for: bytes | None
+        self, method: bytes, host_header: bytes, forwarded_for: bytes | None
     ) -> bytes:
         parser = self._parser
         version = parser.get_http_version().encode("ascii")
@@ -414,7 +584,7 @@ class HttpIngress(Protocol):
                     continue
                 sent_host = True
                 public_host = value if authority is None else authority
-                value = binding.host_header or public_host
+                value = host_header or public_host
             elif lowered == b"x-forwarded-for":
                 continue
             elif lowered in _FORWARDED:
@@ -427,13 +597,13 @@ class HttpIngress(Protocol):
         lines.append(b"X-Forwarded-Proto: " + self.scheme.encode("ascii"))
         lines.append(b"X-Forwarded-Host: " + public_host)
         if not sent_host:
-            lines.append(b"Host: " + (binding.host_header or public_host))
+            lines.append(b"Host: " + (host_header or public_host))
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
     # The stream to the agent
 
-    def _open_stream(self, binding: HttpBinding) -> None:
+    def _open_stream(self, binding: HttpBinding | LabeledBinding) -> None:
         session = binding.session
         assert session is not None
         header = encode_message(
@@ -447,6 +617,8 @@ class HttpIngress(Protocol):
         try:
             opened = session.mux.open_stream(stream)
         except TunnelkitError as error:
+            if isinstance(binding, LabeledBinding):
+                binding.failed_at = self.router.reactor.seconds()
             self._stop(
                 503,
                 "TK_TUNNEL_OFFLINE",
@@ -458,12 +630,78 @@ class HttpIngress(Protocol):
         self._binding = binding
         binding.open_connections += 1
         binding.total_connections += 1
+        self.stream_connected(stream)
+        opened.addErrback(self._not_opened, stream, binding)
+
+    def stream_connected(self, stream: _RequestStream, resume: bool = False) -> None:
+        """
+        The stream can carry bytes: let each side's backpressure pause the
+        other, and read in large pieces.
+
+        @param resume: read from the client again, after waiting for a
+            static address to answer.
+        """
+        if stream is not self._stream or self.lost:
+            return
         read_in_large_pieces(self.transport)
         self.transport.registerProducer(stream.transport, True)
         stream.transport.registerProducer(self.transport, True)
-        opened.addErrback(self._not_opened, stream)
+        if resume:
+            self.transport.resumeProducing()
 
-    def _not_opened(self, reason: Failure, stream: _RequestStream) -> None:
+    def _open_static(self, address: StaticAddress) -> None:
+        """
+        Connect to a static address for this connection's requests; the
+        client's bytes wait, unread, until it answers.
+        """
+        reactor = self.router.reactor
+        stream = _RequestStream(self, b"")
+        endpoint: Any = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=UPSTREAM_CONNECT_TIMEOUT
+        )
+        if address.tls:
+            endpoint = wrap_client_tls(client_tls(address.host), endpoint)
+        factory = Factory.forProtocol(lambda: stream)
+        factory.noisy = False
+        self._stream = stream
+        self.transport.pauseProducing()
+        stream.connecting = endpoint.connect(factory)
+        stream.connecting.addErrback(self._static_failed, stream, address)
+
+    def _static_failed(
+        self, reason: Failure, stream: _RequestStream, address: StaticAddress
+    ) -> None:
+        stream.connecting = None
+        if stream is not self._stream or self.lost:
+            return
+        _log.warn(
+            "cannot reach {host}:{port} for {client}: {error}",
+            host=address.host,
+            port=address.port,
+            client=format_address(self.client),
+            error=reason.getErrorMessage(),
+        )
+        self._stream = None
+        self._state = "refused"
+        self.transport.write(
+            error_response(
+                502,
+                "TK_STATIC_UNREACHABLE",
+                "Upstream unreachable",
+                f"The edge could not connect to the address serving {self._host}."
+                " Try again in a moment.",
+            )
+        )
+        self.transport.loseConnection()
+
+    def _not_opened(
+        self,
+        reason: Failure,
+        stream: _RequestStream,
+        binding: HttpBinding | LabeledBinding,
+    ) -> None:
+        if isinstance(binding, LabeledBinding):
+            binding.failed_at = self.router.reactor.seconds()
         _log.warn(
             "agent did not take connection from {client} to {host}: {error}",
             client=format_address(self.client),
@@ -486,8 +724,8 @@ class HttpIngress(Protocol):
 
     def _stream_write(self, data: bytes) -> None:
         stream = self._stream
-        if stream is not None and stream.transport is not None:
-            stream.transport.write(data)
+        if stream is not None:
+            stream.send(data)
 
     def _upgraded(self, rest: bytes) -> None:
         """
@@ -599,7 +837,7 @@ class HttpIngress(Protocol):
             self.transport.loseConnection()
             return
         self._refusal = refusal
-        stream.transport.loseWriteConnection()
+        stream.half_close()
 
     def _too_large(self) -> tuple[int, str, str, str]:
         return (
@@ -659,17 +897,36 @@ class HttpIngressFactory(Factory):
     Builds an L{HttpIngress} for each connection to a public HTTP or HTTPS
     listener.
 
-    @ivar router: what requests are routed with: an object with C{hosts}
-        (a L{tunnelkit.edge.hosts.HostTable} of L{HttpBinding}), C{reactor},
-        C{head_timeout} and C{max_header_size}.
+    @ivar router: what requests are routed with, an L{IHttpRouter}.
     @ivar scheme: C{http} or C{https}, the scheme of this listener.
     """
 
     noisy = False
 
-    def __init__(self, router: Any, scheme: str) -> None:
+    def __init__(self, router: IHttpRouter, scheme: str) -> None:
         self.router = router
         self.scheme = scheme
 
     def buildProtocol(self, addr: IAddress | None) -> HttpIngress:
         return HttpIngress(self, addr)
+
+
+def fixed_response(decision: FixedResponse, head_only: bool = False) -> bytes:
+    """
+    Render the response of an HTTP response backend, which closes the
+    connection.
+
+    @param head_only: leave the body out, for an answer to C{HEAD}.
+    @return: the status line, headers and body.
+    """
+    try:
+        reason = HTTPStatus(decision.status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP/1.1 {decision.status} {reason}".encode("ascii")]
+    for name, value in decision.headers:
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    lines.append(b"Content-Length: %d" % len(decision.body))
+    lines.append(b"Connection: close")
+    body = b"" if head_only else decision.body
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

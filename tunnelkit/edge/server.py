@@ -6,6 +6,7 @@ host names route to HTTP bindings.
 
 import os
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -23,16 +24,22 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
 from tunnelkit.config import AuthtokenGrant, EdgeConfig
-from tunnelkit.control.messages import Bind, TcpOpts
+from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
+from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.http import HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
 from tunnelkit.edge.ports import AffinityTokens, PortBook
+from tunnelkit.edge.routes import build_edges, tcp_ports
+from tunnelkit.edge.routing import LabeledBinding, TunnelGroups
 from tunnelkit.edge.session import EdgeSession
+from tunnelkit.edge.tcpedges import TcpEdgeListeners
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IHttpRouter
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
 from tunnelkit.runtime import stop_reactor
@@ -67,6 +74,7 @@ class _AgentListenerFactory(Factory):
         return session.mux
 
 
+@implementer(IHttpRouter)
 class EdgeServer(Service):
     """
     The edge: accepts agents on its TLS listener and binds public endpoints
@@ -78,6 +86,8 @@ class EdgeServer(Service):
     @ivar hosts: the HTTP bindings by host name, for the ingress listeners.
     @ivar ca_path: the generated CA certificate agents must trust, when the
         edge made its own certificate.
+    @ivar groups: the labeled tunnels online, by label set.
+    @ivar edges: the edges of C{edge.yml}, built with their backends.
     """
 
     region = "self-hosted"
@@ -91,7 +101,8 @@ class EdgeServer(Service):
                 addr.port
                 for grant in config.authtokens
                 for addr in grant.reserved_addrs
-            ),
+            )
+            | tcp_ports(config.edges),
         )
         self.sessions: dict[str, EdgeSession] = {}
         self.session_owners: dict[str, str] = {}
@@ -99,6 +110,9 @@ class EdgeServer(Service):
         self.tcp_bindings: dict[int, TcpBinding] = {}
         self.names = HttpNames(config)
         self.hosts = self.names.hosts
+        self.groups = TunnelGroups()
+        self.edges = build_edges(config.edges, self.groups, backend_factories())
+        self.tcp_edges = TcpEdgeListeners(self)
         self.head_timeout = config.http_head_timeout
         self.max_header_size = config.http_max_header_size
         self.http_ports: dict[str, IListeningPort] = self.names.listeners
@@ -168,6 +182,7 @@ class EdgeServer(Service):
                 scheme=scheme,
                 address=format_address(listener.getHost()),
             )
+        self.tcp_edges.update()
         return port
 
     def _certificate_files(self, state_dir: FilePath) -> tuple[FilePath, FilePath]:
@@ -206,6 +221,7 @@ class EdgeServer(Service):
         for listener in self.http_ports.values():
             waiting.append(listener.stopListening())
         self.http_ports.clear()
+        waiting.append(self.tcp_edges.stop())
         if self._grace_timer is not None and self._grace_timer.active():
             self._grace_timer.cancel()
         self._grace_timer = None
@@ -314,7 +330,9 @@ class EdgeServer(Service):
         names = []
         for binding in session.bindings.values():
             binding.session = None
-            if isinstance(binding, HttpBinding):
+            if isinstance(binding, LabeledBinding):
+                self.groups.remove(binding)
+            elif isinstance(binding, HttpBinding):
                 binding.expires = now + grace
                 names.append(binding.name)
         session.bindings.clear()
@@ -516,11 +534,94 @@ class EdgeServer(Service):
         """
         self.names.unbind(binding)
 
+    # Labeled tunnels and edges
+
+    def bind_labels(self, session: EdgeSession, request: BindLabels) -> LabeledBinding:
+        """
+        Add a labeled tunnel to the group of its labels.
+
+        @raise TunnelkitError: C{TK_LABELS_INVALID} for labels that are not
+            C{name=value} strings, each name once; C{TK_LABELS_NOT_ALLOWED}
+            for a label the authtoken may not bind.
+        """
+        assert session.session_id is not None and session.grant is not None
+        grant = session.grant
+        labels = parse_label_strings(request.labels)
+        for name, value in sorted(labels):
+            if not grant.may_bind_label(name, value):
+                raise TunnelkitError(
+                    "TK_LABELS_NOT_ALLOWED",
+                    f"The authtoken {grant.name!r} may not bind the label"
+                    f" {name}={value}; ask the edge's operator to list it under"
+                    " the token's labels in edge.yml.",
+                )
+        binding = LabeledBinding(
+            binding_id=request.id,
+            name=request.name,
+            labels=labels,
+            forwards_to=request.forwards_to,
+            session_id=session.session_id,
+            owner=grant.name,
+            session=session,
+        )
+        self.groups.add(binding)
+        return binding
+
+    def unbind_labels(self, binding: LabeledBinding) -> None:
+        """
+        Take a labeled tunnel out of its group at once.
+        """
+        binding.session = None
+        self.groups.remove(binding)
+
+    def reload_edges(self, config: EdgeConfig) -> None:
+        """
+        Serve the edges of a newly loaded configuration in place of the
+        current ones: their routes and backends at once, and the ports of TCP
+        edges opened and closed to match. Only C{edges:} is read; the other
+        settings of C{config} need a restart to apply, which is logged when
+        they differ.
+        """
+        edges = build_edges(config.edges, self.groups, backend_factories())
+        if replace(config, edges=()) != replace(self.config, edges=()):
+            _log.warn(
+                "edge.yml changed settings other than edges; only edges apply"
+                " on reload, restart the edge for the others"
+            )
+        self.config = replace(self.config, edges=config.edges)
+        self.ports.reserved = (self.ports.reserved - tcp_ports(self.config.edges)) | (
+            tcp_ports(config.edges)
+        )
+        self.edges = edges
+        self.tcp_edges.update()
+        _log.info(
+            "loaded {count} edge definitions from {path}",
+            count=len(config.edges),
+            path=config.path,
+        )
+
     def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
         listener, binding.listener = binding.listener, None
         if listener is None:
             return None
         return listener.stopListening()
+
+
+def parse_label_strings(labels: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    """
+    Read the labels of a C{bind_labels} request.
+
+    @raise TunnelkitError: C{TK_LABELS_INVALID} unless they are one or more
+        C{name=value} strings with a valid name and value, each name once.
+    """
+    try:
+        return read_labels(list(labels))
+    except ValueError as error:
+        raise TunnelkitError(
+            "TK_LABELS_INVALID",
+            f"The labels of a labeled tunnel are refused: {error}. Give one or"
+            " more --label name=value.",
+        ) from None
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:

@@ -16,6 +16,8 @@ from tunnelkit.control.messages import (
     Auth,
     AuthResp,
     Bind,
+    BindLabels,
+    BindLabelsResp,
     BindResp,
     Restart,
     ServerInfo,
@@ -35,6 +37,7 @@ from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.names import HttpBinding
+from tunnelkit.edge.routing import LabeledBinding, format_labels
 from tunnelkit.edge.tcp import TcpBinding
 
 if TYPE_CHECKING:
@@ -88,7 +91,8 @@ class EdgeSession:
 
     @ivar session_id: the id given at authentication, or C{None} before.
     @ivar grant: the authtoken grant the agent authenticated with.
-    @ivar bindings: the agent's TCP and HTTP bindings by binding id.
+    @ivar bindings: the agent's TCP, HTTP and labeled bindings by binding
+        id.
     """
 
     def __init__(self, server: "EdgeServer", clock: IReactorTime) -> None:
@@ -97,10 +101,11 @@ class EdgeSession:
         self.session_id: str | None = None
         self.grant: AuthtokenGrant | None = None
         self.agent_version = ""
-        self.bindings: dict[str, TcpBinding | HttpBinding] = {}
+        self.bindings: dict[str, TcpBinding | HttpBinding | LabeledBinding] = {}
         self.dispatch = RpcDispatch()
         self.dispatch.register(Auth, self.auth)
         self.dispatch.register(Bind, self.bind)
+        self.dispatch.register(BindLabels, self.bind_labels)
         self.dispatch.register(Unbind, self.unbind)
         self.dispatch.register(ServerInfo, self.server_info)
         config = server.mux_config()
@@ -232,6 +237,30 @@ class EdgeSession:
             id=request.id, url=urls[0], proto=request.proto, token=token, urls=urls
         )
 
+    def bind_labels(self, request: BindLabels) -> BindLabelsResp:
+        """
+        Offer a labeled tunnel to the edge routes that ask for its labels.
+        """
+        self._require_auth()
+        if not request.id:
+            raise TunnelkitError("TK_BAD_MESSAGE", "A bind request needs an id.")
+        if request.id in self.bindings:
+            raise TunnelkitError(
+                "TK_BINDING_EXISTS",
+                f"This session already has a binding with id {request.id!r};"
+                " unbind it first or use another name.",
+            )
+        binding = self.server.bind_labels(self, request)
+        self.bindings[request.id] = binding
+        labels = format_labels(binding.labels)
+        _log.info(
+            "bound labels {labels} for agent {session_id} tunnel {name}",
+            labels=labels,
+            session_id=self.session_id,
+            name=request.name,
+        )
+        return BindLabelsResp(id=request.id, labels=tuple(labels.split(",")))
+
     def unbind(self, request: Unbind) -> UnbindResp:
         """
         Remove one of the agent's bindings at once.
@@ -246,8 +275,10 @@ class EdgeSession:
         self._unbind(binding)
         return UnbindResp()
 
-    def _unbind(self, binding: TcpBinding | HttpBinding) -> None:
-        if isinstance(binding, HttpBinding):
+    def _unbind(self, binding: TcpBinding | HttpBinding | LabeledBinding) -> None:
+        if isinstance(binding, LabeledBinding):
+            self.server.unbind_labels(binding)
+        elif isinstance(binding, HttpBinding):
             self.server.unbind_http(binding)
         else:
             self.server.unbind_tcp(binding)

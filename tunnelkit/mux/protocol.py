@@ -33,8 +33,8 @@ from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IPiecesReceiver
 from tunnelkit.sockets import set_no_delay
-from tunnelkit.tlstransport import IPiecesReceiver
 from tunnelkit.mux.frames import GoAwayCode
 from tunnelkit.mux.session import (
     BadStreamFrame,
