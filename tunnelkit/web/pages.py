@@ -30,13 +30,15 @@ _CONTENT_TYPES = {
 package directories are not served."""
 
 _POLICY = (
-    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
-    b" connect-src 'self'; base-uri 'none'; form-action 'none';"
-    b" frame-ancestors 'none'"
+    b"default-src 'none'; script-src 'self'; style-src 'self';"
+    b" style-src-attr 'unsafe-inline'; img-src 'self'; connect-src 'self';"
+    b" base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-"""The C{Content-Security-Policy} of the pages: scripts and styles from the
-package only (no inline script, so captured text that slipped into the page
-could not run), requests to the agent only, and no framing."""
+"""The C{Content-Security-Policy} of the pages: scripts and style sheets from
+the package only (no inline script, so captured text that slipped into the
+page could not run), requests to the agent only, and no framing. Style
+attributes are allowed because the error report of the browser's XML parser
+carries them."""
 
 
 @cache
