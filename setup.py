@@ -29,7 +29,12 @@ setup(
         "httptools>=0.6.1",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "coverage>=7.4", "websockets>=13.0"],
+        "test": [
+            "hypothesis>=6.100",
+            "coverage>=7.4",
+            "websockets>=13.0",
+            "selenium>=4.20",
+        ],
         "lint": ["black>=24.3", "mypy>=1.10"],
         "docs": ["pydoctor>=24.3"],
     },
