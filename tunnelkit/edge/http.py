@@ -423,7 +423,7 @@ class HttpIngress(Protocol):
                 " new connection for each host.",
             )
         binding = self.router.hosts.lookup(host)
-        if binding is None or self.scheme not in binding.schemes:
+        if not isinstance(binding, HttpBinding) or self.scheme not in binding.schemes:
             self._stop(
                 404,
                 "TK_TUNNEL_NOT_FOUND",

@@ -1,6 +1,11 @@
 """
-HTTP names at the edge: which host name an HTTP tunnel gets, who may bind
+Host names at the edge: which name an HTTP or TLS tunnel gets, who may bind
 which name, and the public URLs of a binding.
+
+HTTP and TLS tunnels share one name space: a name is bound by one tunnel,
+of either kind, at a time, under the same rules, and the HTTPS port asks
+the same table whether a server name is passed through (a TLS tunnel's)
+or terminated (an HTTP tunnel's).
 
 The rules: a random name under the edge's domain, derived from the edge's
 secret, the session and the binding, for a tunnel that asks for none; a
@@ -18,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tunnelkit.config import EdgeConfig, parse_credential
-from tunnelkit.control.messages import Bind, HttpOpts
+from tunnelkit.control.messages import Bind, HttpOpts, TlsOpts
 from tunnelkit.edge.hosts import (
     HostTable,
     is_valid_pattern,
     pattern_covers,
     random_name,
 )
+from tunnelkit.edge.sni import TERMINATE, TlsBinding
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.hostnames import DEFAULT_PORTS
 
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
     from tunnelkit.edge.session import EdgeSession
 
 MAX_NAME_ATTEMPTS = 8
-"""Random names tried before an HTTP bind fails with TK_HOSTNAME_TAKEN."""
+"""Random names tried before a bind fails with TK_HOSTNAME_TAKEN."""
 
 
 def _credential_digest(credential: bytes) -> bytes:
@@ -110,7 +116,8 @@ class HttpBinding:
 
 class HttpNames:
     """
-    The HTTP bindings of an edge, by host name, and the rules for binding.
+    The HTTP and TLS bindings of an edge, by host name, and the rules for
+    binding.
 
     @ivar hosts: the bindings by host name, which the ingress routes with.
     @ivar listeners: the public HTTP and HTTPS listeners by scheme, for the
@@ -120,7 +127,7 @@ class HttpNames:
 
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
-        self.hosts: HostTable[HttpBinding] = HostTable()
+        self.hosts: HostTable[HttpBinding | TlsBinding] = HostTable()
         self.listeners: dict[str, Any] = {}
         self.secret = b""
 
@@ -136,11 +143,9 @@ class HttpNames:
         opts = request.opts if isinstance(request.opts, HttpOpts) else HttpOpts()
         schemes = self._http_schemes(opts)
         credentials = _check_credentials(opts.basic_auth)
-        name = self._http_name(session, request, opts)
+        name = self._name(session, request.id, opts.hostname, opts.subdomain)
 
-        previous = self.hosts.get(name)
-        if previous is not None:
-            self.hosts.remove(name, previous)
+        self._take(name)
         urls = tuple(self._url(scheme, name) for scheme in ("https", "http"))
         binding = HttpBinding(
             binding_id=request.id,
@@ -157,12 +162,69 @@ class HttpNames:
         self.hosts.add(name, binding)
         return binding
 
-    def unbind(self, binding: HttpBinding) -> None:
+    def bind_tls(self, session: "EdgeSession", request: Bind) -> TlsBinding:
         """
-        Remove an HTTP binding's name at once.
+        Bind a public host name for a TLS tunnel, by the rules of L{bind}:
+        connections to the HTTPS port whose ClientHello names it pass
+        through to the agent.
+
+        @return: the binding, registered in L{hosts}.
+        @raise TunnelkitError: C{TK_PROTO_UNSUPPORTED} when the edge has no
+            HTTPS port, and the errors of host names L{bind} raises.
+        """
+        assert session.session_id is not None and session.grant is not None
+        if "https" not in self.listeners:
+            raise TunnelkitError(
+                "TK_PROTO_UNSUPPORTED",
+                "This edge serves no TLS tunnels: its operator has not set"
+                " https_listener, the port TLS tunnels share with HTTPS. Use a"
+                " tcp tunnel.",
+            )
+        opts = request.opts if isinstance(request.opts, TlsOpts) else TlsOpts()
+        name = self._name(session, request.id, opts.hostname, opts.subdomain)
+
+        self._take(name)
+        binding = TlsBinding(
+            binding_id=request.id,
+            name=name,
+            url=self._url("https", name).replace("https://", "tls://", 1),
+            forwards_to=request.forwards_to,
+            session_id=session.session_id,
+            owner=session.grant.name,
+            session=session,
+        )
+        self.hosts.add(name, binding)
+        return binding
+
+    def unbind(self, binding: HttpBinding | TlsBinding) -> None:
+        """
+        Remove an HTTP or TLS binding's name at once.
         """
         binding.session = None
         self.hosts.remove(binding.name, binding)
+
+    def route_sni(self, name: str) -> TlsBinding | object | None:
+        """
+        Say where a connection to the HTTPS port goes by its server name.
+
+        @param name: the SNI name, in lower case.
+        @return: the L{TlsBinding} serving it, to pass the connection
+            through to; L{TERMINATE} when an HTTP tunnel serves it; C{None}
+            when no tunnel does.
+        """
+        binding = self.hosts.lookup(name)
+        if binding is None or isinstance(binding, TlsBinding):
+            return binding
+        return TERMINATE
+
+    def _take(self, name: str) -> None:
+        """
+        Make room for a new binding of C{name}: one held in its grace
+        period by the same authtoken, which the checks let through, goes.
+        """
+        previous = self.hosts.get(name)
+        if previous is not None:
+            self.hosts.remove(name, previous)
 
     def _http_schemes(self, opts: HttpOpts) -> set[str]:
         if not self.listeners:
@@ -188,16 +250,22 @@ class HttpNames:
             )
         return served
 
-    def _http_name(self, session: "EdgeSession", request: Bind, opts: HttpOpts) -> str:
+    def _name(
+        self, session: "EdgeSession", binding_id: str, hostname: str, subdomain: str
+    ) -> str:
+        """
+        Choose the name of an HTTP or TLS binding: the hostname or subdomain
+        asked for, if the authtoken may take it, else a random name.
+        """
         grant = session.grant
         assert grant is not None and session.session_id is not None
         domain = self.config.domain
-        if opts.hostname:
-            name = opts.hostname.strip().lower().rstrip(".")
+        if hostname:
+            name = hostname.strip().lower().rstrip(".")
             if not is_valid_pattern(name):
                 raise TunnelkitError(
                     "TK_HOSTNAME_INVALID",
-                    f"{opts.hostname!r} is not a valid host name; write one such"
+                    f"{hostname!r} is not a valid host name; write one such"
                     " as app.example.com or *.example.com.",
                 )
             allowed = any(pattern_covers(p, name) for p in grant.hostnames)
@@ -208,18 +276,18 @@ class HttpNames:
                     " edge's operator to list it under the token's hostnames,"
                     f" or use a subdomain of {domain}.",
                 )
-        elif opts.subdomain:
-            name = f"{opts.subdomain.strip().lower()}.{domain}"
+        elif subdomain:
+            name = f"{subdomain.strip().lower()}.{domain}"
             if not is_valid_pattern(name) or name.startswith("*"):
                 raise TunnelkitError(
                     "TK_HOSTNAME_INVALID",
-                    f"{opts.subdomain!r} is not a valid subdomain; use letters,"
+                    f"{subdomain!r} is not a valid subdomain; use letters,"
                     " digits and hyphens.",
                 )
         else:
-            return self._random_name(session, request.id)
+            return self._random_name(session, binding_id)
         self._check_reservation(grant.name, name)
-        self._check_holder(session, request.id, name)
+        self._check_holder(session, binding_id, name)
         return name
 
     def _check_reservation(self, owner: str, name: str) -> None:

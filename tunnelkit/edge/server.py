@@ -1,7 +1,8 @@
 """
 The edge server: the TLS listener agents dial, their sessions, the public
 TCP ports bound for them, and the public HTTP and HTTPS listeners whose
-host names route to HTTP bindings.
+host names route to HTTP bindings (the HTTPS port also passing the
+connections of TLS bindings through by their SNI names).
 """
 
 import os
@@ -31,6 +32,7 @@ from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
 from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.http import HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
+from tunnelkit.edge.sni import ISniRouter, SniDispatchFactory, TlsBinding
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.routes import build_edges, tcp_ports
 from tunnelkit.edge.routing import LabeledBinding, TunnelGroups
@@ -74,7 +76,7 @@ class _AgentListenerFactory(Factory):
         return session.mux
 
 
-@implementer(IHttpRouter)
+@implementer(IHttpRouter, ISniRouter)
 class EdgeServer(Service):
     """
     The edge: accepts agents on its TLS listener and binds public endpoints
@@ -83,7 +85,8 @@ class EdgeServer(Service):
     @ivar agent_port: the agent listener once listening.
     @ivar http_ports: the public HTTP and HTTPS listeners once listening, by
         scheme.
-    @ivar hosts: the HTTP bindings by host name, for the ingress listeners.
+    @ivar hosts: the HTTP and TLS bindings by host name, for the ingress
+        listeners.
     @ivar ca_path: the generated CA certificate agents must trust, when the
         edge made its own certificate.
     @ivar groups: the labeled tunnels online, by label set.
@@ -164,10 +167,15 @@ class EdgeServer(Service):
             (
                 "https",
                 config.https_listener,
-                LinkTLSFactory(
-                    offer_http1(server_tls_options(cert, key)),
-                    False,
-                    HttpIngressFactory(self, "https"),
+                SniDispatchFactory(
+                    self,
+                    LinkTLSFactory(
+                        offer_http1(server_tls_options(cert, key)),
+                        False,
+                        HttpIngressFactory(self, "https"),
+                        self.reactor,
+                    ),
+                    self.reactor,
                 ),
             ),
         ]
@@ -332,7 +340,7 @@ class EdgeServer(Service):
             binding.session = None
             if isinstance(binding, LabeledBinding):
                 self.groups.remove(binding)
-            elif isinstance(binding, HttpBinding):
+            elif isinstance(binding, (HttpBinding, TlsBinding)):
                 binding.expires = now + grace
                 names.append(binding.name)
         session.bindings.clear()
@@ -528,9 +536,24 @@ class EdgeServer(Service):
         """
         return self.names.bind(session, request)
 
-    def unbind_http(self, binding: HttpBinding) -> None:
+    # TLS bindings
+
+    def bind_tls(self, session: EdgeSession, request: Bind) -> TlsBinding:
         """
-        Remove an HTTP binding's name at once.
+        Bind a public host name for a TLS tunnel; see L{HttpNames.bind_tls}.
+        """
+        return self.names.bind_tls(session, request)
+
+    def route_sni(self, name: str) -> object:
+        """
+        Say where a connection to the HTTPS port goes by its server name;
+        see L{HttpNames.route_sni}.
+        """
+        return self.names.route_sni(name)
+
+    def unbind_http(self, binding: HttpBinding | TlsBinding) -> None:
+        """
+        Remove an HTTP or TLS binding's name at once.
         """
         self.names.unbind(binding)
 

@@ -37,6 +37,7 @@ from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxProtocol
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.names import HttpBinding
+from tunnelkit.edge.sni import TlsBinding
 from tunnelkit.edge.routing import LabeledBinding, format_labels
 from tunnelkit.edge.tcp import TcpBinding
 
@@ -101,7 +102,9 @@ class EdgeSession:
         self.session_id: str | None = None
         self.grant: AuthtokenGrant | None = None
         self.agent_version = ""
-        self.bindings: dict[str, TcpBinding | HttpBinding | LabeledBinding] = {}
+        self.bindings: dict[
+            str, TcpBinding | HttpBinding | TlsBinding | LabeledBinding
+        ] = {}
         self.dispatch = RpcDispatch()
         self.dispatch.register(Auth, self.auth)
         self.dispatch.register(Bind, self.bind)
@@ -204,11 +207,11 @@ class EdgeSession:
         Bind a public endpoint for one of the agent's tunnels.
         """
         self._require_auth()
-        if request.proto not in ("tcp", "http", "https"):
+        if request.proto not in ("tcp", "http", "https", "tls"):
             raise TunnelkitError(
                 "TK_PROTO_UNSUPPORTED",
-                f"This edge does not serve {request.proto} tunnels yet; use a tcp"
-                " or http tunnel.",
+                f"This edge does not serve {request.proto} tunnels; use a tcp,"
+                " http or tls tunnel.",
             )
         if not request.id:
             raise TunnelkitError("TK_BAD_MESSAGE", "A bind request needs an id.")
@@ -219,10 +222,13 @@ class EdgeSession:
                 f"This session already has a binding with id {request.id!r};"
                 " unbind it first or use another name.",
             )
-        binding: TcpBinding | HttpBinding
+        binding: TcpBinding | HttpBinding | TlsBinding
         if request.proto == "tcp":
             binding, token = self.server.bind_tcp(self, request)
             urls: tuple[str, ...] = (binding.url,)
+        elif request.proto == "tls":
+            binding = self.server.bind_tls(self, request)
+            token, urls = "", (binding.url,)
         else:
             binding = self.server.bind_http(self, request)
             token, urls = "", binding.urls
@@ -275,10 +281,12 @@ class EdgeSession:
         self._unbind(binding)
         return UnbindResp()
 
-    def _unbind(self, binding: TcpBinding | HttpBinding | LabeledBinding) -> None:
+    def _unbind(
+        self, binding: TcpBinding | HttpBinding | TlsBinding | LabeledBinding
+    ) -> None:
         if isinstance(binding, LabeledBinding):
             self.server.unbind_labels(binding)
-        elif isinstance(binding, HttpBinding):
+        elif isinstance(binding, (HttpBinding, TlsBinding)):
             self.server.unbind_http(binding)
         else:
             self.server.unbind_tcp(binding)
