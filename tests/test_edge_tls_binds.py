@@ -160,6 +160,19 @@ class TlsBindTests(EdgeTestCase):
         self.assertIs(routes["www.alice.example.org"], TERMINATE)
         self.assertIsNone(routes["nobody.example.org"])
 
+    def test_https_edge_terminated(self) -> None:
+        """
+        The host of an HTTPS edge of C{edge.yml} is terminated, even when a
+        TLS tunnel binds the same name: the edge's routes come first.
+        """
+        session, _, _ = self.authed()
+        session.bind(tls_bind(hostname="api.alice.example.org"))
+        self.edge.edges.https.add("api.alice.example.org", object())  # type: ignore[arg-type]
+
+        route = self.edge.route_sni("api.alice.example.org")
+
+        self.assertIs(route, TERMINATE)
+
     def test_http_request_for_tls_name(self) -> None:
         """
         A plain HTTP request for a TLS tunnel's name is answered C{404}:

@@ -32,7 +32,7 @@ from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
 from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.http import HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
-from tunnelkit.edge.sni import ISniRouter, SniDispatchFactory, TlsBinding
+from tunnelkit.edge.sni import TERMINATE, ISniRouter, SniDispatchFactory, TlsBinding
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.routes import build_edges, tcp_ports
 from tunnelkit.edge.routing import LabeledBinding, TunnelGroups
@@ -546,9 +546,12 @@ class EdgeServer(Service):
 
     def route_sni(self, name: str) -> object:
         """
-        Say where a connection to the HTTPS port goes by its server name;
-        see L{HttpNames.route_sni}.
+        Say where a connection to the HTTPS port goes by its server name:
+        an HTTPS edge's host is terminated, as its routes are served before
+        any tunnel's; other names go where L{HttpNames.route_sni} says.
         """
+        if self.edges.https.lookup(name) is not None:
+            return TERMINATE
         return self.names.route_sni(name)
 
     def unbind_http(self, binding: HttpBinding | TlsBinding) -> None:
