@@ -37,7 +37,7 @@ from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.routes import build_edges, tcp_ports
 from tunnelkit.edge.routing import LabeledBinding, TunnelGroups
 from tunnelkit.edge.session import EdgeSession
-from tunnelkit.edge.tcpedges import TcpEdgeListeners
+from tunnelkit.edge.tcpedges import TcpEdgeListeners, TlsEdgeDestination
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
 from tunnelkit.errors import TunnelkitError
@@ -548,10 +548,14 @@ class EdgeServer(Service):
         """
         Say where a connection to the HTTPS port goes by its server name:
         an HTTPS edge's host is terminated, as its routes are served before
-        any tunnel's; other names go where L{HttpNames.route_sni} says.
+        any tunnel's; a TLS edge's host is passed through to the target its
+        backend picks; other names go where L{HttpNames.route_sni} says.
         """
         if self.edges.https.lookup(name) is not None:
             return TERMINATE
+        tls_edge = self.edges.tls.lookup(name)
+        if tls_edge is not None:
+            return TlsEdgeDestination(self, tls_edge, name)
         return self.names.route_sni(name)
 
     def unbind_http(self, binding: HttpBinding | TlsBinding) -> None:

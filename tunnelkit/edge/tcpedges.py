@@ -1,30 +1,41 @@
 """
-The TCP edges of C{edge.yml}: one listener per port, and for each public
-connection the backend's decision carried out: a proxied stream to a
-labeled tunnel, or a connection the edge makes to a static address, joined
-byte for byte; any other decision closes the connection.
+The TCP and TLS edges of C{edge.yml}: for each public connection the
+backend's decision carried out, a proxied stream to a labeled tunnel or a
+connection the edge makes to a static address, joined byte for byte; any
+other decision closes the connection.
 
-Listeners follow the definitions: L{TcpEdgeListeners.update} opens the
-ports of new TCP edges and closes those of edges that are gone, and a
-connection always asks the edge its port serves now.
+A TCP edge has a listener of its own on its port. L{TcpEdgeListeners.update}
+opens the ports of new TCP edges and closes those of edges that are gone,
+and a connection always asks the edge its port serves now. A TLS edge
+shares the HTTPS port: the SNI dispatch of L{tunnelkit.edge.sni} reads the
+ClientHello and hands connections for a TLS edge's host name to a
+L{TlsEdgeDestination}, which passes them through untouched.
+
+Known limit: a static address behind a TLS edge is reached with plain TCP,
+whatever its C{tls} option says, since the bytes passed through are the
+client's own TLS.
 """
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
 from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.config import UpstreamAddress
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.routes import ServedEdge
+from tunnelkit.edge.sni import IPassthrough
 from tunnelkit.edge.routing import (
     BackendRequest,
     Decision,
+    LabeledBinding,
     StaticAddress,
     TunnelTarget,
     Unavailable,
@@ -62,15 +73,151 @@ def ask_backend(edge: ServedEdge, request: BackendRequest) -> Decision | None:
 class _TunnelStream(SpliceEnd):
     """
     The edge's end of a proxied stream to a labeled tunnel: the header
-    first, then raw bytes.
+    first, then raw bytes. The tunnel counts it as open until it ends.
     """
 
-    def __init__(self, header: bytes) -> None:
+    def __init__(self, binding: LabeledBinding, header: bytes) -> None:
         super().__init__()
+        self._binding: LabeledBinding | None = binding
         self._header = header
+        binding.open_connections += 1
+        binding.total_connections += 1
 
     def connectionMade(self) -> None:
         self.transport.write(self._header)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.open_connections -= 1
+        super().connectionLost(reason)
+
+
+def open_tunnel_stream(
+    server: "EdgeServer",
+    target: TunnelTarget,
+    end: SpliceEnd,
+    client: IAddress | None,
+    proto: str,
+) -> None:
+    """
+    Open a proxied stream to a labeled tunnel for one public connection and
+    splice the connection to it. A tunnel that cannot take it is marked as
+    failed, so that its group skips it for a while.
+
+    @param end: the public connection, connected, not yet spliced.
+    @param proto: C{tcp}, or C{tls} for a connection passed through.
+    @raise TunnelkitError: when the tunnel's session cannot open a stream
+        now; C{end} is left alone.
+    """
+    binding = target.binding
+    session = binding.session
+    assert session is not None
+    header = encode_message(
+        ProxyHeader(
+            binding_id=binding.binding_id,
+            client_addr=format_address(client),
+            proto=proto,
+            passthrough_tls=proto == "tls",
+        )
+    )
+    stream = _TunnelStream(binding, header)
+    try:
+        opened = session.mux.open_stream(stream)
+    except TunnelkitError:
+        stream.connectionLost(Failure(ConnectionDone()))
+        binding.failed_at = server.reactor.seconds()
+        raise
+
+    def failed(reason: Failure) -> None:
+        binding.failed_at = server.reactor.seconds()
+        _log.warn(
+            "agent did not take connection from {client} to {name}: {error}",
+            client=format_address(client),
+            name=binding.name,
+            error=reason.getErrorMessage(),
+        )
+
+    opened.addErrback(failed)
+    splice(end, stream)
+
+
+def dial_static(
+    server: "EdgeServer", address: StaticAddress, end: SpliceEnd, tls: bool
+) -> "Deferred[UpstreamEnd]":
+    """
+    Connect to a static address for one public connection and splice the
+    connection to it; the connection is not read meanwhile, and is
+    aborted when the address cannot be reached.
+
+    @param tls: whether to speak TLS to the address.
+    @return: the attempt, which cancelling gives up.
+    """
+    end.transport.pauseProducing()
+    scheme = "https" if tls else "tcp"
+    dialing = dial_upstream(
+        server.reactor, UpstreamAddress(scheme, address.host, address.port)
+    )
+
+    def connected(upstream: UpstreamEnd) -> None:
+        if end.lost:
+            upstream.transport.loseConnection()
+            return
+        splice(end, upstream)
+        end.transport.resumeProducing()
+
+    def failed(reason: Failure) -> None:
+        if reason.check(CancelledError):
+            return
+        _log.warn(
+            "cannot reach {host}:{port}: {error}",
+            host=address.host,
+            port=address.port,
+            error=reason.getErrorMessage(),
+        )
+        if not end.lost:
+            end.transport.abortConnection()
+
+    dialing.addCallbacks(connected, failed)
+    return dialing
+
+
+@implementer(IPassthrough)
+class TlsEdgeDestination:
+    """
+    Where the HTTPS port passes a connection for a TLS edge's host name:
+    to the target the edge's backend picks for it.
+
+    @ivar name: the server name the connection asked for.
+    """
+
+    def __init__(self, server: "EdgeServer", edge: ServedEdge, name: str) -> None:
+        self.server = server
+        self.edge = edge
+        self.name = name
+
+    def open_passthrough(self, end: SpliceEnd, client: IAddress | None) -> None:
+        edge = self.edge
+        request = BackendRequest(
+            protocol="tls",
+            host=self.name,
+            path="",
+            client=format_address(client),
+            edge=edge.id,
+            labels=edge.labels,
+            time=self.server.reactor.seconds(),
+        )
+        decision = ask_backend(edge, request)
+        if isinstance(decision, TunnelTarget):
+            open_tunnel_stream(self.server, decision, end, client, "tls")
+        elif isinstance(decision, StaticAddress):
+            dial_static(self.server, decision, end, tls=False)
+        else:
+            sentence = getattr(decision, "sentence", "no target for a TLS edge")
+            raise TunnelkitError(
+                "TK_BACKEND_UNAVAILABLE",
+                f"Nothing serves {self.name} on the edge {edge.id}: {sentence}",
+            )
 
 
 class EdgeConnection(SpliceEnd):
@@ -85,7 +232,6 @@ class EdgeConnection(SpliceEnd):
         self.server = server
         self.port = port
         self.client = client
-        self._release: Callable[[], None] | None = None
         self._dialing: Deferred[UpstreamEnd] | None = None
 
     def connectionMade(self) -> None:
@@ -105,9 +251,19 @@ class EdgeConnection(SpliceEnd):
         )
         decision = ask_backend(edge, request)
         if isinstance(decision, TunnelTarget):
-            self._to_tunnel(decision)
+            try:
+                open_tunnel_stream(self.server, decision, self, self.client, "tcp")
+            except TunnelkitError as error:
+                _log.warn(
+                    "cannot proxy {client} to tunnel {name}: {error}",
+                    client=request.client,
+                    name=decision.binding.name,
+                    error=error,
+                )
+                self.transport.abortConnection()
         elif isinstance(decision, StaticAddress):
-            self._to_address(decision)
+            self._dialing = dial_static(self.server, decision, self, decision.tls)
+            self._dialing.addBoth(self._dialed)
         else:
             _log.info(
                 "connection from {client} to edge {edge} closed: {reason}",
@@ -117,81 +273,10 @@ class EdgeConnection(SpliceEnd):
             )
             self.transport.abortConnection()
 
-    def _to_tunnel(self, target: TunnelTarget) -> None:
-        binding = target.binding
-        session = binding.session
-        assert session is not None
-        header = encode_message(
-            ProxyHeader(
-                binding_id=binding.binding_id,
-                client_addr=format_address(self.client),
-                proto="tcp",
-            )
-        )
-        stream = _TunnelStream(header)
-        try:
-            opened = session.mux.open_stream(stream)
-        except TunnelkitError as error:
-            binding.failed_at = self.server.reactor.seconds()
-            _log.warn(
-                "cannot proxy {client} to tunnel {name}: {error}",
-                client=format_address(self.client),
-                name=binding.name,
-                error=error,
-            )
-            self.transport.abortConnection()
-            return
-        binding.open_connections += 1
-        binding.total_connections += 1
-
-        def release() -> None:
-            binding.open_connections -= 1
-
-        def failed(reason: Failure) -> None:
-            binding.failed_at = self.server.reactor.seconds()
-            _log.warn(
-                "agent did not take connection from {client} to {name}: {error}",
-                client=format_address(self.client),
-                name=binding.name,
-                error=reason.getErrorMessage(),
-            )
-
-        self._release = release
-        opened.addErrback(failed)
-        splice(self, stream)
-
-    def _to_address(self, address: StaticAddress) -> None:
-        self.transport.pauseProducing()
-        scheme = "https" if address.tls else "tcp"
-        upstream = UpstreamAddress(scheme, address.host, address.port)
-        self._dialing = dial_upstream(self.server.reactor, upstream)
-
-        def connected(end: UpstreamEnd) -> None:
-            self._dialing = None
-            if self.lost:
-                end.transport.loseConnection()
-                return
-            splice(self, end)
-            self.transport.resumeProducing()
-
-        def failed(reason: Failure) -> None:
-            self._dialing = None
-            _log.warn(
-                "cannot reach {host}:{port} for {client}: {error}",
-                host=address.host,
-                port=address.port,
-                client=format_address(self.client),
-                error=reason.getErrorMessage(),
-            )
-            if not self.lost:
-                self.transport.abortConnection()
-
-        self._dialing.addCallbacks(connected, failed)
+    def _dialed(self, result: object) -> None:
+        self._dialing = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
         dialing, self._dialing = self._dialing, None
         if dialing is not None:
             dialing.cancel()
