@@ -1,0 +1,395 @@
+"""
+Captured HTTP exchanges and the store that keeps the recent ones, bounded
+in bytes.
+
+A L{Capture} is one request and, once it came, its response, as the agent
+saw them on a tunnel: the head and body bytes as they were on the wire, and
+the body decoded from its chunked framing, each body kept up to a cap. The
+L{CaptureStore} holds captures newest last and evicts the oldest whenever
+what it keeps would pass its capacity, so it never holds more than that,
+whatever the traffic. Whoever wants to follow the store (the API's event
+stream, the console) subscribes to it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+ENTRY_OVERHEAD = 1024
+"""Bytes counted for each capture on top of the bytes it holds: the objects
+that carry them, their ids, names and numbers."""
+
+HEADER_OVERHEAD = 64
+"""Bytes counted for each header field on top of its name and value."""
+
+
+def canonical_header_name(name: str) -> str:
+    """
+    @return: a header name written as Go's HTTP library writes it, each
+        dash-separated word capitalised (C{x-forwarded-for} gives
+        C{X-Forwarded-For}), so that one name reads the same whichever way
+        a client spelt it.
+    """
+    return "-".join(word[:1].upper() + word[1:].lower() for word in name.split("-"))
+
+
+@dataclass(eq=False)
+class CapturedMessage:
+    """
+    One side of an exchange: a request or a response.
+
+    @ivar proto: the HTTP version, such as C{HTTP/1.1}.
+    @ivar header_fields: every header field in the order sent, as C{(name,
+        value)} bytes.
+    @ivar head: the head (start line, fields and the blank line) as on the
+        wire.
+    @ivar wire_body: the body as on the wire (with its chunked framing, if
+        any), up to the body cap.
+    @ivar decoded_body: the body without chunked framing, up to the body
+        cap; C{None} when it was not chunked, so that it is L{wire_body}.
+    @ivar body_size: the size of the whole decoded body, as far as it was
+        seen.
+    @ivar chunked: whether the body came chunked.
+    """
+
+    proto: str = "HTTP/1.1"
+    header_fields: list[tuple[bytes, bytes]] = field(default_factory=list)
+    head: bytes = b""
+    wire_body: bytearray = field(default_factory=bytearray)
+    decoded_body: bytearray | None = None
+    body_size: int = 0
+    chunked: bool = False
+
+    @property
+    def raw(self) -> bytes:
+        """
+        @return: the message as on the wire: its head, then its body up to
+            the cap.
+        """
+        return self.head + self.wire_body
+
+    @property
+    def body(self) -> bytes:
+        """
+        @return: the decoded body, up to the cap.
+        """
+        if self.decoded_body is None:
+            return bytes(self.wire_body)
+        return bytes(self.decoded_body)
+
+    @property
+    def truncated(self) -> bool:
+        """
+        @return: whether the body was longer than what was kept of it.
+        """
+        kept = self.decoded_body if self.decoded_body is not None else self.wire_body
+        return self.body_size > len(kept)
+
+    def headers(self) -> dict[str, list[str]]:
+        """
+        @return: the header values by canonical name, in the order sent,
+            decoded as Latin-1.
+        """
+        grouped: dict[str, list[str]] = {}
+        for name, value in self.header_fields:
+            key = canonical_header_name(name.decode("latin-1"))
+            grouped.setdefault(key, []).append(value.decode("latin-1"))
+        return grouped
+
+    def header(self, name: str) -> str | None:
+        """
+        @return: the first value of the header C{name} (any case), if any.
+        """
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.header_fields:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def stored_bytes(self) -> int:
+        """
+        @return: the bytes this message holds: head, bodies and header
+            fields (each with L{HEADER_OVERHEAD}).
+        """
+        size = len(self.head) + len(self.wire_body)
+        if self.decoded_body is not None:
+            size += len(self.decoded_body)
+        for name, value in self.header_fields:
+            size += len(name) + len(value) + HEADER_OVERHEAD
+        return size
+
+
+@dataclass(eq=False)
+class CapturedRequest(CapturedMessage):
+    """
+    A captured request.
+
+    @ivar method: its method, such as C{GET}.
+    @ivar uri: its request target as sent, such as C{/path?q=1}.
+    """
+
+    method: str = ""
+    uri: str = ""
+
+    def stored_bytes(self) -> int:
+        return super().stored_bytes() + len(self.uri)
+
+
+@dataclass(eq=False)
+class CapturedResponse(CapturedMessage):
+    """
+    A captured response.
+
+    @ivar status_code: its status code, such as C{200}.
+    @ivar reason: its reason phrase, such as C{OK}.
+    """
+
+    status_code: int = 0
+    reason: str = ""
+
+    @property
+    def status(self) -> str:
+        """
+        @return: the status line's code and reason, such as C{200 OK}.
+        """
+        return f"{self.status_code} {self.reason}".rstrip()
+
+    def stored_bytes(self) -> int:
+        return super().stored_bytes() + len(self.reason)
+
+
+@dataclass(eq=False)
+class Capture:
+    """
+    One captured exchange.
+
+    @ivar id: its id in the store, 16 hex digits, or C{""} until stored.
+    @ivar tunnel_name: the tunnel it came through, as the API names it
+        (C{NAME}, or C{NAME (http)} for the C{http} URL of a tunnel that has
+        two).
+    @ivar remote_addr: the public client's address, without its port; empty
+        for a replay.
+    @ivar started: when the request began, in the clock's seconds (the
+        epoch for the reactor).
+    @ivar request: the request.
+    @ivar response: the response once it is complete, else C{None}.
+    @ivar ended: when the response was complete (or the connection ended
+        without one), in the clock's seconds, else C{None}.
+    @ivar replay_of: the id of the capture this one replays, else C{None}.
+    """
+
+    tunnel_name: str
+    remote_addr: str
+    started: float
+    request: CapturedRequest
+    response: CapturedResponse | None = None
+    ended: float | None = None
+    id: str = ""
+    replay_of: str | None = None
+
+    @property
+    def start(self) -> datetime.datetime:
+        """
+        @return: when the request began, in the local time zone.
+        """
+        return datetime.datetime.fromtimestamp(self.started).astimezone()
+
+    @property
+    def duration(self) -> float | None:
+        """
+        @return: seconds from the request's start to the response's end, or
+            C{None} while it is pending.
+        """
+        if self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
+
+    @property
+    def method(self) -> str:
+        """
+        @return: the request's method.
+        """
+        return self.request.method
+
+    @property
+    def uri(self) -> str:
+        """
+        @return: the request's target.
+        """
+        return self.request.uri
+
+    @property
+    def status_code(self) -> int | None:
+        """
+        @return: the response's status code, or C{None} without a response.
+        """
+        return self.response.status_code if self.response is not None else None
+
+    @property
+    def status(self) -> str | None:
+        """
+        @return: the response's status line text, such as C{200 OK}, or
+            C{None} without a response.
+        """
+        return self.response.status if self.response is not None else None
+
+    def stored_bytes(self) -> int:
+        """
+        @return: the bytes the store counts for this capture.
+        """
+        size = ENTRY_OVERHEAD + len(self.tunnel_name) + len(self.remote_addr)
+        size += self.request.stored_bytes()
+        if self.response is not None:
+            size += self.response.stored_bytes()
+        return size
+
+
+CaptureListener = Callable[[Capture], None]
+ClearListener = Callable[[], None]
+
+
+class CaptureStore:
+    """
+    The recent captures, oldest first, holding at most L{capacity} bytes as
+    L{Capture.stored_bytes} counts them.
+
+    A capture is counted when it is added, and again when its response is
+    added by L{complete}: each time, the oldest captures are evicted until
+    the new total fits. A capture larger than the whole capacity is not
+    kept. The ids are those of ngrok: 8 hex digits chosen for the store,
+    then a count of 8 hex digits.
+
+    @ivar capacity: the most bytes held.
+    @ivar stored_bytes: the bytes held now.
+    @ivar peak_bytes: the most bytes held at any time.
+    @ivar evicted: how many captures were evicted (or not kept) to stay
+        within the capacity.
+    @ivar added: how many captures were added.
+    """
+
+    def __init__(
+        self, capacity: int, rng: Callable[[int], int] = random.getrandbits
+    ) -> None:
+        self.capacity = capacity
+        self.stored_bytes = 0
+        self.peak_bytes = 0
+        self.evicted = 0
+        self.added = 0
+        self._prefix = f"{rng(32):08x}"
+        self._entries: OrderedDict[str, tuple[Capture, int]] = OrderedDict()
+        self._listeners: list[tuple[CaptureListener, ClearListener | None]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Capture]:
+        """
+        @return: the captures, oldest first.
+        """
+        return (capture for capture, _ in self._entries.values())
+
+    def add(self, capture: Capture) -> None:
+        """
+        Give a capture its id and keep it, evicting older ones as needed;
+        then tell the subscribers. A capture that alone is larger than the
+        capacity gets an id but is not kept (nor announced).
+        """
+        self.added += 1
+        capture.id = f"{self._prefix}{self.added:08x}"
+        size = capture.stored_bytes()
+        if size > self.capacity:
+            self.evicted += 1
+            return
+        self._entries[capture.id] = (capture, size)
+        self.stored_bytes += size
+        self._evict_to_fit()
+        self._announce(capture)
+
+    def complete(self, capture: Capture) -> None:
+        """
+        Count a capture again once its response (or its end) was recorded,
+        evicting the oldest captures (possibly this one) as needed, and
+        tell the subscribers if it is still held. A capture the store no
+        longer holds is left out.
+        """
+        entry = self._entries.get(capture.id)
+        if entry is None:
+            return
+        size = capture.stored_bytes()
+        self.stored_bytes += size - entry[1]
+        if size > self.capacity:
+            del self._entries[capture.id]
+            self.stored_bytes -= size
+            self.evicted += 1
+            return
+        self._entries[capture.id] = (capture, size)
+        self._evict_to_fit()
+        if capture.id in self._entries:
+            self._announce(capture)
+
+    def get(self, capture_id: str) -> Capture | None:
+        """
+        @return: the capture with this id, if the store holds it.
+        """
+        entry = self._entries.get(capture_id)
+        return entry[0] if entry is not None else None
+
+    def recent(
+        self, limit: int | None = None, tunnel_name: str | None = None
+    ) -> list[Capture]:
+        """
+        @param limit: the most captures returned, or C{None} for all.
+        @param tunnel_name: only those of this tunnel name, if given.
+        @return: the captures, newest first.
+        """
+        found: list[Capture] = []
+        for capture, _ in reversed(self._entries.values()):
+            if limit is not None and len(found) >= limit:
+                break
+            if tunnel_name is None or capture.tunnel_name == tunnel_name:
+                found.append(capture)
+        return found
+
+    def clear(self) -> None:
+        """
+        Drop every capture and tell the subscribers.
+        """
+        self._entries.clear()
+        self.stored_bytes = 0
+        for _, on_clear in list(self._listeners):
+            if on_clear is not None:
+                on_clear()
+
+    def subscribe(
+        self, listener: CaptureListener, on_clear: ClearListener | None = None
+    ) -> Callable[[], None]:
+        """
+        Follow the store: C{listener(capture)} is called when a capture is
+        added and again when its response is complete (the same object,
+        with the same id); C{on_clear()} when the store is cleared.
+
+        @return: a function that ends the subscription.
+        """
+        entry = (listener, on_clear)
+        self._listeners.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+
+        return unsubscribe
+
+    def _evict_to_fit(self) -> None:
+        while self.stored_bytes > self.capacity:
+            _, (_, size) = self._entries.popitem(last=False)
+            self.stored_bytes -= size
+            self.evicted += 1
+        self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
+
+    def _announce(self, capture: Capture) -> None:
+        for listener, _ in list(self._listeners):
+            listener(capture)

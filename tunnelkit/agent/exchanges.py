@@ -1,0 +1,479 @@
+"""
+Reading the HTTP exchanges of one tunnel connection from the bytes that
+pass through it, to capture them: sans-IO, bytes in and captures out.
+
+An L{ExchangeTap} is given a copy of what the edge sends the upstream (the
+requests) and of what the upstream answers (the responses). Each direction
+is parsed with httptools (llhttp) as it arrives, request after request on a
+kept-alive or pipelined connection; each response is matched with the
+oldest request still waiting for one.
+
+The raw bytes of each message are told apart from the next one's by
+feeding the parser in pieces that can only end where a message can: right
+after a blank line (the end of a head, and of a chunked body), and at the
+end of a body sized by C{Content-Length}. A message therefore always ends
+exactly at the end of a piece, and every piece belongs to one message.
+
+What is kept of each message is bounded: its head (up to L{MAX_HEAD_SIZE};
+a longer one stops the capture), its body as on the wire up to the body
+cap, and, for a chunked body, the decoded body up to the cap too.
+
+Capture stops for the rest of a connection, quietly and without touching
+the bytes that pass, at an upgrade (a C{101} response, or a request that
+asked for one and got its answer), at C{CONNECT}, and at anything the
+parser rejects.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Protocol
+
+import httptools
+from twisted.logger import Logger
+
+from tunnelkit.agent.captures import (
+    Capture,
+    CapturedMessage,
+    CapturedRequest,
+    CapturedResponse,
+)
+
+_log = Logger()
+
+MAX_HEAD_SIZE = 64 * 1024
+"""The longest head captured; a longer one stops the connection's capture."""
+
+BLANK_LINE = b"\r\n\r\n"
+
+
+class ExchangeRecorder(Protocol):
+    """
+    Where a tap sends what it captured.
+    """
+
+    def opened(self, capture: Capture) -> None:
+        """
+        A request is complete (or its response began): keep it.
+        """
+
+    def completed(self, capture: Capture) -> None:
+        """
+        Its response is complete, or the connection ended without one
+        (C{capture.response} is then C{None}); C{capture.ended} is set.
+        """
+
+
+class _StopCapture(Exception):
+    """
+    Stop capturing this connection.
+    """
+
+
+class _MessageReader:
+    """
+    The parser of one direction of a connection, and the message it is
+    reading.
+
+    @ivar current: the message being read, once it began.
+    @ivar over: whether the direction stopped being HTTP (an upgrade).
+    """
+
+    def __init__(self, tap: "ExchangeTap", responses: bool, body_cap: int) -> None:
+        self._tap = tap
+        self._responses = responses
+        self._body_cap = body_cap
+        self._parser = self._new_parser()
+        self.current: CapturedMessage | None = None
+        self._head = bytearray()
+        self._tail = b""
+        self._target = bytearray()
+        self._in_body = False
+        self._chunked = False
+        self._remaining: int | None = None
+        self._content_length: bytes | None = None
+        self._skip_body = False
+        self._done: list[CapturedMessage] = []
+        self.over = False
+
+    def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
+        if self._responses:
+            return httptools.HttpResponseParser(self)
+        return httptools.HttpRequestParser(self)
+
+    # Feeding
+
+    def feed(self, data: bytes) -> None:
+        """
+        Parse the next bytes of this direction.
+
+        @raise _StopCapture: when capture must stop.
+        """
+        position = 0
+        size = len(data)
+        while position < size and not self.over:
+            end = self._piece_end(data, position)
+            piece = data[position:end] if position or end < size else data
+            self._tail = (self._tail + piece[-3:])[-3:]
+            self._feed_piece(piece)
+            position = end
+
+    def _piece_end(self, data: bytes, position: int) -> int:
+        """
+        @return: where the piece starting at C{position} ends: the end of a
+            sized body, or just after the next blank line.
+        """
+        size = len(data)
+        if self._in_body and not self._chunked:
+            if self._remaining is None:
+                return size
+            return min(size, position + self._remaining)
+        if position == 0 and self._tail:
+            joined = self._tail + data[:3]
+            found = joined.find(BLANK_LINE)
+            if found != -1:
+                return found + len(BLANK_LINE) - len(self._tail)
+        found = data.find(BLANK_LINE, max(position - 3, 0))
+        while found != -1 and found + len(BLANK_LINE) <= position:
+            found = data.find(BLANK_LINE, found + 1)
+        return size if found == -1 else found + len(BLANK_LINE)
+
+    def _feed_piece(self, piece: bytes) -> None:
+        message = self.current
+        if not self._in_body:
+            self._head += piece
+            if len(self._head) > MAX_HEAD_SIZE:
+                raise _StopCapture("head too long")
+        elif message is not None:
+            room = self._body_cap - len(message.wire_body)
+            if room > 0:
+                message.wire_body += piece[:room]
+            if not self._chunked:
+                message.body_size += len(piece)
+                if self._remaining is not None:
+                    self._remaining -= len(piece)
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            self._upgraded()
+            return
+        except httptools.HttpParserError as error:
+            raise _StopCapture(str(error))
+        if self._skip_body:
+            self._skip_body = False
+            self._parser = self._new_parser()
+            self.on_message_complete()
+        done, self._done = self._done, []
+        for finished in done:
+            self._tap.message_complete(self._responses, finished)
+
+    def _upgraded(self) -> None:
+        """
+        The parser stopped at an upgrade (or C{CONNECT}), once the message
+        asking for it was read: that message is the direction's last.
+        """
+        self.over = True
+        done, self._done = self._done, []
+        message, self.current = self.current, None
+        if message is not None and message.head:
+            done.append(message)
+        if not done:
+            raise _StopCapture("upgrade")
+        for finished in done[:-1]:
+            self._tap.message_complete(self._responses, finished)
+        self._tap.message_complete(self._responses, done[-1], last=True)
+
+    def finish(self) -> None:
+        """
+        The direction ended: a message whose body runs until the end is
+        complete.
+        """
+        message = self.current
+        if message is not None and self._in_body and self._remaining is None:
+            if not self._chunked:
+                self.current = None
+                self._tap.message_complete(self._responses, message)
+
+    def detach(self) -> None:
+        """
+        Keep reading, but into a message nobody holds: the one being read
+        was taken as it is.
+        """
+        if self.current is not None:
+            self.current = CapturedRequest()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        message: CapturedMessage
+        message = CapturedResponse() if self._responses else CapturedRequest()
+        self.current = message
+        self._target.clear()
+        self._content_length = None
+        self._chunked = False
+        self._tap.message_begun(self._responses, message)
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+
+    def on_status(self, status: bytes) -> None:
+        self._target += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        message = self.current
+        if message is None:
+            return
+        message.header_fields.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length":
+            self._content_length = value
+        elif lowered == b"transfer-encoding":
+            last = value.rpartition(b",")[2].strip().lower()
+            self._chunked = last == b"chunked"
+
+    def on_headers_complete(self) -> None:
+        message = self.current
+        if message is None:
+            return
+        message.head = bytes(self._head)
+        self._head.clear()
+        message.proto = "HTTP/" + self._parser.get_http_version()
+        message.chunked = self._chunked
+        if self._chunked:
+            message.decoded_body = bytearray()
+        if isinstance(message, CapturedRequest):
+            assert isinstance(self._parser, httptools.HttpRequestParser)
+            message.method = self._parser.get_method().decode("ascii", "replace")
+            message.uri = self._target.decode("latin-1")
+        elif isinstance(message, CapturedResponse):
+            assert isinstance(self._parser, httptools.HttpResponseParser)
+            message.status_code = self._parser.get_status_code()
+            message.reason = self._target.decode("latin-1")
+            self._skip_body = self._tap.response_has_no_body(message)
+        self._in_body = True
+        self._remaining = None
+        if not self._chunked and not self._skip_body:
+            length = self._content_length
+            if length is not None and length.strip().isdigit():
+                self._remaining = int(length)
+
+    def on_body(self, body: bytes) -> None:
+        message = self.current
+        if message is None or message.decoded_body is None:
+            return
+        message.body_size += len(body)
+        room = self._body_cap - len(message.decoded_body)
+        if room > 0:
+            message.decoded_body += body[:room]
+
+    def on_message_complete(self) -> None:
+        message = self.current
+        self.current = None
+        self._in_body = False
+        self._chunked = False
+        self._remaining = None
+        if message is not None:
+            self._done.append(message)
+
+
+class ExchangeTap:
+    """
+    Turns the two directions of one connection into captures.
+
+    @ivar stopped: whether capture has stopped for this connection.
+    """
+
+    def __init__(
+        self,
+        recorder: ExchangeRecorder,
+        clock: Callable[[], float],
+        remote_addr: str,
+        tunnel_name: Callable[[CapturedRequest], str],
+        body_cap: int,
+        replay_of: str | None = None,
+    ) -> None:
+        """
+        @param recorder: where the captures go.
+        @param clock: gives the time in seconds.
+        @param remote_addr: the public client's address, for the captures.
+        @param tunnel_name: names the tunnel of a request, from its head.
+        @param body_cap: the most bytes kept of each body.
+        @param replay_of: for a replay, the id of the capture replayed.
+        """
+        self._recorder = recorder
+        self._clock = clock
+        self._remote_addr = remote_addr
+        self._tunnel_name = tunnel_name
+        self._replay_of = replay_of
+        self._requests = _MessageReader(self, False, body_cap)
+        self._responses = _MessageReader(self, True, body_cap)
+        self._reading: Capture | None = None
+        self._waiting: deque[Capture] = deque()
+        self._requests_over = False
+        self.stopped = False
+
+    @property
+    def idle(self) -> bool:
+        """
+        Whether every request read so far has had its response.
+        """
+        return not self._waiting and self._reading is None
+
+    def name_tunnel(self, name: str) -> None:
+        """
+        Give every capture of this tap the tunnel name C{name}, whatever
+        the requests say.
+        """
+        self._tunnel_name = lambda request: name
+
+    # Bytes in
+
+    def request_data(self, data: bytes) -> None:
+        """
+        Read bytes the edge sent toward the upstream.
+        """
+        if self.stopped or self._requests_over:
+            return
+        try:
+            self._requests.feed(data)
+        except _StopCapture:
+            self.stop()
+        except Exception:
+            _log.failure("capture failed; the connection is no longer captured")
+            self.stop()
+
+    def response_data(self, data: bytes) -> None:
+        """
+        Read bytes the upstream sent toward the edge.
+        """
+        if self.stopped:
+            return
+        try:
+            self._responses.feed(data)
+        except _StopCapture:
+            self.stop()
+        except Exception:
+            _log.failure("capture failed; the connection is no longer captured")
+            self.stop()
+
+    def connection_lost(self) -> None:
+        """
+        The connection ended: a response running until the end is complete,
+        and every request still waiting ends without a response.
+        """
+        if not self.stopped:
+            try:
+                self._responses.finish()
+            except _StopCapture:
+                pass
+            except Exception:
+                _log.failure("capture failed at the end of a connection")
+        self.stop()
+
+    def stop(self) -> None:
+        """
+        Stop capturing: requests still waiting end without a response now.
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        reading, self._reading = self._reading, None
+        if reading is not None and reading.request.head:
+            self._open(reading)
+            self._waiting.append(reading)
+        while self._waiting:
+            capture = self._waiting.popleft()
+            capture.ended = self._clock()
+            self._recorder.completed(capture)
+
+    # From the readers
+
+    def message_begun(self, response: bool, message: CapturedMessage) -> None:
+        """
+        A reader began a message.
+        """
+        if response:
+            if not self._waiting and self._reading is None:
+                raise _StopCapture("a response without a request")
+            return
+        assert isinstance(message, CapturedRequest)
+        self._reading = Capture(
+            tunnel_name="",
+            remote_addr=self._remote_addr,
+            started=self._clock(),
+            request=message,
+            replay_of=self._replay_of,
+        )
+
+    def response_has_no_body(self, response: CapturedResponse) -> bool:
+        """
+        @return: whether a response, its head read, has no body whatever
+            its headers say: it answers C{HEAD}, or accepts a C{CONNECT}.
+        """
+        capture = self._answered()
+        if capture is None:
+            return False
+        method = capture.request.method
+        if method == "HEAD":
+            return True
+        return method == "CONNECT" and 200 <= response.status_code < 300
+
+    def message_complete(
+        self, response: bool, message: CapturedMessage, last: bool = False
+    ) -> None:
+        """
+        A reader finished a message.
+
+        @param last: whether no more messages follow in that direction (an
+            upgrade).
+        """
+        if response:
+            assert isinstance(message, CapturedResponse)
+            self._response_complete(message, last)
+        else:
+            self._request_complete(message, last)
+
+    # Matching
+
+    def _answered(self) -> Capture | None:
+        """
+        @return: the capture the next response answers: the oldest waiting
+            one, else the request being read.
+        """
+        if self._waiting:
+            return self._waiting[0]
+        return self._reading
+
+    def _request_complete(self, message: CapturedMessage, last: bool) -> None:
+        capture = self._reading
+        if capture is None or capture.request is not message:
+            return
+        self._reading = None
+        self._open(capture)
+        self._waiting.append(capture)
+        if last:
+            self._requests_over = True
+
+    def _open(self, capture: Capture) -> None:
+        capture.tunnel_name = self._tunnel_name(capture.request)
+        self._recorder.opened(capture)
+
+    def _response_complete(self, message: CapturedResponse, last: bool) -> None:
+        if 100 <= message.status_code < 200 and message.status_code != 101:
+            return
+        if self._waiting:
+            capture = self._waiting.popleft()
+        else:
+            reading = self._reading
+            if reading is None or not reading.request.head:
+                raise _StopCapture("a response without a request")
+            capture, self._reading = reading, None
+            self._requests.detach()
+            self._open(capture)
+            self._requests_over = True
+        capture.response = message
+        capture.ended = self._clock()
+        self._recorder.completed(capture)
+        over = self._requests_over and not self._waiting and self._reading is None
+        if last or message.status_code == 101 or over:
+            self.stop()
