@@ -19,6 +19,7 @@ from tunnelkit.config import (
     load_agent_config,
     parse_duration,
     parse_host_port,
+    parse_tunnel_settings,
     parse_upstream_address,
 )
 from tunnelkit.errors import TunnelkitError
@@ -386,6 +387,27 @@ class TopLevelKeyTests(AgentTestCase):
         error = self.fails("inspect_db_size: big\n")
 
         self.assertError(error, "TK_CONFIG_INVALID_VALUE", 1, "inspect_db_size")
+
+    def test_inspect_body_size_default(self) -> None:
+        """
+        Without C{inspect_body_size}, 1 MiB of each body is kept.
+        """
+        self.assertEqual(self.load("log: stdout\n").inspect_body_size, 1024 * 1024)
+
+    def test_inspect_body_size_bytes(self) -> None:
+        """
+        C{inspect_body_size} is a number of bytes; 0 keeps no body.
+        """
+        self.assertEqual(self.load("inspect_body_size: 4096\n").inspect_body_size, 4096)
+        self.assertEqual(self.load("inspect_body_size: 0\n").inspect_body_size, 0)
+
+    def test_inspect_body_size_negative(self) -> None:
+        """
+        A negative C{inspect_body_size} is invalid.
+        """
+        error = self.fails("inspect_body_size: -1\n")
+
+        self.assertError(error, "TK_CONFIG_INVALID_VALUE", 1, "inspect_body_size")
 
     def test_console_ui(self) -> None:
         """
@@ -1057,6 +1079,49 @@ class TunnelTests(AgentTestCase):
         A tunnel's C{metadata} is kept.
         """
         self.assertEqual(self.tunnel("proto: tcp\naddr: 22\nmetadata: m").metadata, "m")
+
+
+class TunnelSettingsTests(SynchronousTestCase):
+    """
+    L{parse_tunnel_settings}: a tunnel definition given as data, as the
+    API's C{POST /api/tunnels} takes it.
+    """
+
+    def test_same_defaults_as_the_file(self) -> None:
+        """
+        Settings are read as the file's are: a port for C{addr}, and the
+        defaults of an http tunnel.
+        """
+        definition = parse_tunnel_settings("web", {"proto": "http", "addr": 8080})
+
+        self.assertEqual(definition.name, "web")
+        self.assertEqual(definition.addr.port, 8080)
+        self.assertTrue(definition.inspect)
+        self.assertEqual(definition.schemes, ("http", "https"))
+
+    def test_unknown_keys(self) -> None:
+        """
+        Every unknown key is named.
+        """
+        error = self.assertRaises(
+            ConfigError,
+            parse_tunnel_settings,
+            "web",
+            {"proto": "http", "addr": 80, "options": 1, "zone": "x"},
+        )
+
+        self.assertEqual(error.code, "TK_CONFIG_UNKNOWN_KEY")
+        self.assertIn("'options', 'zone'", error.message)
+
+    def test_bad_value(self) -> None:
+        """
+        A bad value is reported with its key.
+        """
+        error = self.assertRaises(
+            ConfigError, parse_tunnel_settings, "web", {"proto": "htp", "addr": 80}
+        )
+
+        self.assertEqual(error.key, "tunnels.web.proto")
 
 
 class MergeTests(AgentTestCase):

@@ -29,6 +29,7 @@ from tunnelkit.config._tunnels import (
     parse_host_header,
     parse_hostname,
     parse_subdomain,
+    parse_tunnel_settings,
     parse_upstream_address,
 )
 from tunnelkit.config._parsing import (
@@ -81,6 +82,7 @@ __all__ = [
     "parse_host_port",
     "parse_hostname",
     "parse_subdomain",
+    "parse_tunnel_settings",
     "parse_upstream_address",
     "set_agent_config_key",
     "token_digest",

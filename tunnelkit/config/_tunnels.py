@@ -9,15 +9,16 @@ C{hostname}, C{client_cas}) are folded into one representation.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
-from tunnelkit.config._errors import UNKNOWN_KEY, unknown_key_message
+from tunnelkit.config._errors import UNKNOWN_KEY, ConfigError, unknown_key_message
 from tunnelkit.config._parsing import HostPort, parse_host_port, parse_port
 from tunnelkit.config._values import Section
-from tunnelkit.config._yaml import YamlNode, YamlScalar
+from tunnelkit.config._yaml import YamlNode, YamlScalar, parse_yaml
 from tunnelkit.hostnames import DEFAULT_PORTS, DNS_NAME, NAME_OR_WILDCARD
 
 PROTOCOLS = ("http", "tcp", "tls")
@@ -514,3 +515,36 @@ def read_tunnels(root: Section) -> dict[str, TunnelDefinition]:
             )
         result[name] = read_tunnel(name, definition)
     return result
+
+
+def parse_tunnel_settings(
+    name: str, settings: Mapping[str, object], source: str = "<api>"
+) -> TunnelDefinition:
+    """
+    Validate a tunnel definition given as data (decoded JSON, say) rather
+    than as a file, with the same keys, defaults and errors as an entry of
+    the file's C{tunnels} map.
+
+    @param name: the tunnel's name.
+    @param settings: its keys and values (strings, numbers, booleans, null,
+        lists and maps).
+    @param source: what errors name as the file; relative file paths are
+        read relative to the working directory.
+    @return: the definition.
+    @raise ConfigError: for unknown or misplaced keys and bad values, with
+        the key C{tunnels.NAME.KEY} (C{tunnels.NAME} when several keys are
+        unknown: the message names them all).
+    """
+    unknown = sorted(key for key in settings if key not in TUNNEL_KEYS)
+    if len(unknown) > 1:
+        listed = ", ".join(repr(key) for key in unknown)
+        raise ConfigError(
+            UNKNOWN_KEY,
+            f"unknown keys {listed}; remove them or check the documentation"
+            " for valid keys",
+            path=source,
+            key=f"tunnels.{name}",
+        )
+    text = json.dumps({"tunnels": {name: dict(settings)}}, ensure_ascii=False)
+    root = Section(parse_yaml(text, source))
+    return read_tunnels(root)[name]

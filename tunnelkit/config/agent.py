@@ -38,6 +38,7 @@ AGENT_CONFIG_VERSION = "2"
 DEFAULT_SERVER_PORT = 4443
 DEFAULT_WEB_ADDR = HostPort("127.0.0.1", 4040)
 DEFAULT_INSPECT_DB_BYTES = 50 * 1024 * 1024
+DEFAULT_INSPECT_BODY_BYTES = 1024 * 1024
 
 AGENT_KEYS = frozenset(
     {
@@ -51,6 +52,7 @@ AGENT_KEYS = frozenset(
         "web_addr",
         "web_allow_hosts",
         "inspect_db_size",
+        "inspect_body_size",
         "console_ui",
         "console_ui_color",
         "heartbeat_interval",
@@ -94,6 +96,8 @@ class AgentConfig:
     @ivar inspect_db_size: as written: bytes of capture storage, C{0} for
         the default, C{-1} to disable inspection; see
         L{inspect_capacity}.
+    @ivar inspect_body_size: the most bytes kept of each captured request
+        or response body (1 MiB by default); the rest is counted, not kept.
     @ivar console_ui: C{"true"}, C{"false"} or C{"iftty"}.
     @ivar console_ui_color: C{"black"} or C{"transparent"}.
     @ivar heartbeat_interval: seconds between heartbeats to the edge.
@@ -116,6 +120,7 @@ class AgentConfig:
     web_addr: HostPort | None = DEFAULT_WEB_ADDR
     web_allow_hosts: tuple[str, ...] = ()
     inspect_db_size: int = 0
+    inspect_body_size: int = DEFAULT_INSPECT_BODY_BYTES
     console_ui: str = "iftty"
     console_ui_color: str = "black"
     heartbeat_interval: float = 10.0
@@ -288,6 +293,16 @@ def _read_inspect_db_size(root: Section) -> int:
     return size
 
 
+def _read_inspect_body_size(root: Section) -> int:
+    size = root.integer("inspect_body_size", DEFAULT_INSPECT_BODY_BYTES)
+    if size < 0:
+        raise root.key_error(
+            "inspect_body_size",
+            f"{size} is not a size; give the bytes kept of each body, 0 for none",
+        )
+    return size
+
+
 def _read_ignored(root: Section) -> None:
     """
     Validate the keys kept for compatibility with ngrok files but unused:
@@ -324,6 +339,7 @@ def _read_agent(
         web_addr=_read_web_addr(root),
         web_allow_hosts=tuple(allow_hosts),
         inspect_db_size=_read_inspect_db_size(root),
+        inspect_body_size=_read_inspect_body_size(root),
         console_ui=root.choice("console_ui", ("true", "false", "iftty"), "iftty"),
         console_ui_color=root.choice(
             "console_ui_color", ("black", "transparent"), "black"

@@ -30,7 +30,14 @@ from tunnelkit.config.agent import AGENT_CONFIG_VERSION, AGENT_KEYS, build_agent
 _STRUCTURED_KEYS = frozenset({"tunnels", "web_allow_hosts"})
 _EDITABLE_KEYS = AGENT_KEYS - _STRUCTURED_KEYS
 _TYPED_KEYS = frozenset(
-    {"web_addr", "inspect_db_size", "console_ui", "update_check", "remote_management"}
+    {
+        "web_addr",
+        "inspect_db_size",
+        "inspect_body_size",
+        "console_ui",
+        "update_check",
+        "remote_management",
+    }
 )
 _VERSION_LINE = f'version: "{AGENT_CONFIG_VERSION}"'
 
