@@ -37,10 +37,12 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-extensions",
     "--disable-features=Translate,MediaRouter,OptimizationHints",
-    "--window-size=1400,900",
 ]
 """Headless, and kept from reaching out to the internet on its own (without
 the background-networking flags it tries, and its failures are noisy)."""
+
+WINDOW = (1400, 900)
+"""The window's size, in CSS pixels."""
 
 SCREENSHOTS = "screenshots"
 """The directory, in trial's working directory (C{_trial_temp}), that keeps
@@ -106,16 +108,23 @@ class Browser:
         waiting.__name__ = what
         return self.call(waiting)
 
-    def screenshot(self, test: TestCase, name: str) -> Deferred:
+    def screenshot(self, name: str, whole_page: bool = False) -> Deferred:
         """
         Save a screenshot of the page as C{_trial_temp/screenshots/NAME.png}.
 
+        @param whole_page: make the window as tall as the page first, to
+            show what is below the fold of a page that scrolls as a whole.
         @return: a Deferred firing with the file's path.
         """
         os.makedirs(SCREENSHOTS, exist_ok=True)
         path = os.path.abspath(os.path.join(SCREENSHOTS, f"{name}.png"))
 
         def save(driver: Any) -> str:
+            if whole_page:
+                height = driver.execute_script(
+                    "return document.documentElement.scrollHeight;"
+                )
+                driver.set_window_size(WINDOW[0], max(WINDOW[1], height + 120))
             driver.save_screenshot(path)
             return path
 
@@ -146,6 +155,7 @@ def _launch(driver: None, profile: str) -> Any:
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER, log_output=os.devnull)
     browser = webdriver.Chrome(service=service, options=options)

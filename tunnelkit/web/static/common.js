@@ -98,10 +98,13 @@ export async function api(method, path, body) {
 function errorMessage(response, text) {
   try {
     const parsed = JSON.parse(text);
+    const detail = (parsed.details || {}).err;
     const message = parsed.msg || parsed.message || parsed.error;
-    const code = parsed.error_code || parsed.code;
-    if (message) {
-      return code ? `${code}: ${message}` : String(message);
+    if (message && detail) {
+      return `${message}: ${detail}`;
+    }
+    if (message || detail) {
+      return String(message || detail);
     }
   } catch (ignored) {
     // Not JSON: fall back to the status line.

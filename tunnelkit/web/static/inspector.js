@@ -607,15 +607,25 @@ function openReplayDialog(capture) {
   }
   const bytes = decodeBase64(request.body);
   const contentType = headerValue(request.headers, "content-type");
-  const editable = !bytes.length || (looksLikeText(bytes, contentType) && !request.truncated);
+  const text = !bytes.length || looksLikeText(bytes, contentType);
+  const size = formatSize(request.body_size || 0);
   state.replayOf = capture;
-  state.replayOriginalBody = editable ? decodeText(bytes, contentType) : null;
+  // A body kept whole is sent again unless it is edited; one cut short by
+  // the capture limit cannot be, so a text body starts empty and whatever
+  // is typed (even nothing) replaces it.
+  state.replayOriginalBody = text && !request.truncated ? decodeText(bytes, contentType) : null;
   elements.replayMethod.value = request.method;
   elements.replayPath.value = request.uri;
   elements.replayHeaders.value = lines.join("\n");
   elements.replayBody.value = state.replayOriginalBody === null ? "" : state.replayOriginalBody;
-  elements.replayBody.disabled = !editable;
-  elements.replayBody.placeholder = editable ? "" : `The ${formatSize(request.body_size || 0)} body is not text, or was cut short: it is replayed as captured.`;
+  elements.replayBody.disabled = !text;
+  if (!text) {
+    elements.replayBody.placeholder = `The ${size} body is not text: it is replayed as captured.`;
+  } else if (request.truncated) {
+    elements.replayBody.placeholder = `Only part of the ${size} body was captured: type the body to send.`;
+  } else {
+    elements.replayBody.placeholder = "";
+  }
   elements.replayError.hidden = true;
   elements.dialog.showModal();
   elements.replayMethod.focus();

@@ -29,7 +29,7 @@ function fixed(value, digits) {
 
 const count = (value) => (Number.isFinite(value) ? String(Math.round(value)) : "–");
 const rate = (value) => fixed(value, 2);
-const seconds = (nanoseconds) => fixed(nanoseconds / 1e9, 2);
+const seconds = (nanoseconds) => fixed(nanoseconds / 1e9, 3);
 const milliseconds = (nanoseconds) => fixed(nanoseconds / 1e6, 2);
 
 function settingValue(value) {
@@ -84,7 +84,11 @@ function fillTable(table, headings, rows, columns) {
         "tr",
         { class: all ? "all" : null, dataset: { tunnel: all ? "*" : name } },
         h("td", null, all ? "All" : name),
-        columns.map(([key, format]) => h("td", { dataset: { metric: key } }, metrics ? format(metrics[key]) : "–"))
+        columns.map(([key, format]) => {
+          const value = metrics ? metrics[key] : undefined;
+          const raw = Number.isFinite(value) ? String(value) : "";
+          return h("td", { dataset: { metric: key, value: raw } }, format(value));
+        })
       )
     )
   );
