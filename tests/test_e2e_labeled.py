@@ -319,3 +319,47 @@ class RoutesTests(LabeledTestCase):
         self.assertEqual(
             (fetched.status, received.secure, received.target), (200, True, "/tls")
         )
+
+
+class ReloadTests(TestCase):
+    """
+    C{SIGHUP} makes a running edge load its edge definitions again.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_sighup(self) -> Steps[None]:
+        """
+        A name nothing serves is refused at the TLS handshake; after the
+        file gains an edge for it and C{twistd -n tunnel-edge} gets
+        C{SIGHUP}, the new edge answers at once; a file that no longer
+        loads leaves the edges served as they were.
+        """
+        directory = make_directory(self)
+        config = write_labeled_edge(directory, "")
+        edge = yield start_edge(self, directory, config, twistd=True)
+        https_port = yield http_listener_port(edge, "https")
+        curl = Curl(self, directory, edge.ca_path)
+        url = f"https://{HOST}:{https_port}/"
+        before = yield curl.fetch(url)
+        with open(config, "a", encoding="utf-8") as output:
+            output.write(
+                "  web:\n"
+                "    type: https\n"
+                f"    hostports: ['{HOST}']\n"
+                "    backend: {type: http_response, status: 200, body: reloaded}\n"
+            )
+
+        edge.program.send_signal("HUP")
+        yield edge.program.wait_for_event(where=mentions("loaded 1 edge definitions"))
+        after = yield curl.fetch(url)
+        with open(config, "a", encoding="utf-8") as output:
+            output.write("    routes: [{match: /, backend: {type: nope}}]\n")
+        edge.program.send_signal("HUP")
+        yield edge.program.wait_for_event(where=mentions("was not reloaded"))
+        kept = yield curl.fetch(url)
+
+        self.assertIn("unrecognized name", before.errors)
+        self.assertEqual((after.status, after.body), (200, b"reloaded"))
+        self.assertEqual((kept.status, kept.body), (200, b"reloaded"))

@@ -351,7 +351,7 @@ def write_summary(stdout: IO[str], app: Any) -> None:
 def _run_edge(
     options: usage.Options, stdout: IO[str], stderr: IO[str], reactor: Any
 ) -> int:
-    from tunnelkit.edge.server import EdgeServer
+    from tunnelkit.edge.server import EdgeServer, reload_on_sighup
 
     config = load_edge_config(options["config"])
     install_logs(options, config.log, config.log_format, config.log_level, stderr)
@@ -360,6 +360,7 @@ def _run_edge(
 
     status = {"code": 0}
     edge = EdgeServer(config, reactor)
+    reload_on_sighup(edge)
 
     def listening(port: Any) -> None:
         address = port.getHost()

@@ -7,6 +7,7 @@ connections of TLS bindings through by their SNI names).
 
 import os
 import secrets
+import signal
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from tunnelkit.config import AuthtokenGrant, EdgeConfig
+from tunnelkit.config import AuthtokenGrant, ConfigError, EdgeConfig, load_edge_config
 from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
 from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.http import HttpIngressFactory
@@ -630,11 +631,43 @@ class EdgeServer(Service):
             path=config.path,
         )
 
+    def reload_config(self) -> bool:
+        """
+        Read C{edge.yml} again and serve its edges (see L{reload_edges}). A
+        file that does not load is logged, and the edges served stay as
+        they were.
+
+        @return: whether the new edges are served.
+        """
+        try:
+            config = load_edge_config(self.config.path)
+        except ConfigError as error:
+            _log.error(
+                "edge.yml was not reloaded, the edges served are unchanged: {error}",
+                error=str(error),
+            )
+            return False
+        self.reload_edges(config)
+        return True
+
     def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
         listener, binding.listener = binding.listener, None
         if listener is None:
             return None
         return listener.stopListening()
+
+
+def reload_on_sighup(server: EdgeServer) -> None:
+    """
+    Make C{SIGHUP} reload the edge definitions of C{server} (see
+    L{EdgeServer.reload_config}); the command line and the twistd plugin
+    call this before the reactor runs.
+    """
+
+    def received(number: int, frame: Any) -> None:
+        server.reactor.callFromThread(server.reload_config)
+
+    signal.signal(signal.SIGHUP, received)
 
 
 def parse_label_strings(labels: tuple[str, ...]) -> frozenset[tuple[str, str]]:

@@ -3,7 +3,7 @@ C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
 """
 
 from tunnelkit.config import ConfigError, load_edge_config
-from tunnelkit.edge.server import EdgeServer
+from tunnelkit.edge.server import EdgeServer, reload_on_sighup
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.heap import keep_read_buffers_on_heap
 from tunnelkit.options import EdgeOptions
@@ -14,7 +14,7 @@ Options = EdgeOptions
 
 def makeService(options: EdgeOptions) -> EdgeServer:
     """
-    Build the edge from its config file.
+    Build the edge from its config file; C{SIGHUP} reloads its edges.
 
     @raise SystemExit: with the error for a bad config, so nothing starts.
     """
@@ -28,4 +28,5 @@ def makeService(options: EdgeOptions) -> EdgeServer:
         raise SystemExit(f"ERROR: {error}")
     server = EdgeServer(config, reactor)
     server.start_failed.addCallback(lambda _: exit_after_shutdown(1))
+    reload_on_sighup(server)
     return server
