@@ -7,7 +7,7 @@ client's bytes: when TCP connects, or when the TLS handshake is done.
 
 import functools
 import ipaddress
-from typing import Any
+from typing import Any, Callable
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -128,7 +128,10 @@ class UpstreamEnd(SpliceEnd):
 
 
 def dial_upstream(
-    reactor: Any, addr: UpstreamAddress, timeout: float = UPSTREAM_CONNECT_TIMEOUT
+    reactor: Any,
+    addr: UpstreamAddress,
+    timeout: float = UPSTREAM_CONNECT_TIMEOUT,
+    build_end: Callable[[bool], UpstreamEnd] = UpstreamEnd,
 ) -> "Deferred[UpstreamEnd]":
     """
     Connect to a tunnel's local service.
@@ -137,13 +140,15 @@ def dial_upstream(
     @param addr: a C{tcp}, C{http} or C{https} upstream.
     @param timeout: seconds allowed for the connection, and again for the
         TLS handshake of an C{https} upstream.
+    @param build_end: makes the connection's end, given whether it will
+        carry TLS: L{UpstreamEnd} or a subclass.
     @return: a Deferred that fires with the connected L{UpstreamEnd}, or
         fails with the reason it could not connect; cancelling it stops
         the attempt.
     """
     assert addr.port is not None, "only the file server has no port"
     tls = addr.scheme == "https"
-    end = UpstreamEnd(tls)
+    end = build_end(tls)
     factory = Factory.forProtocol(lambda: end)
     factory.noisy = False
     endpoint: IStreamClientEndpoint = HostnameEndpoint(

@@ -5,7 +5,7 @@ again each time.
 """
 
 import random
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
@@ -19,10 +19,14 @@ from tunnelkit.agent.metrics import TunnelMetrics
 from tunnelkit.agent.session import AgentSession
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.config import AgentConfig, HostPort, TunnelDefinition
+from tunnelkit.control.messages import Unbind
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 from tunnelkit.tlsoptions import client_tls_options, describe_tls_failure
 from tunnelkit.tlstransport import wrap_client_tls
+
+if TYPE_CHECKING:
+    from tunnelkit.agent.inspection import Inspection
 
 _log = Logger()
 
@@ -84,6 +88,8 @@ class AgentService(Service):
     L{FATAL_CODES} stop the agent instead.
 
     @ivar tunnels: the tunnels by name.
+    @ivar inspection: how HTTP exchanges are captured, or C{None} when
+        inspection is off for the whole agent.
     @ivar metrics: the connections and HTTP exchanges of all its tunnels;
         each tunnel's own metrics feed these.
     @ivar session: the current connection's session, if any.
@@ -103,8 +109,10 @@ class AgentService(Service):
         root_cas: str | None,
         authtoken: str = "",
         rng: Callable[[], float] = random.random,
+        inspection: "Inspection | None" = None,
     ) -> None:
         self.config = config
+        self.inspection = inspection
         self.reactor = reactor
         self.edge = edge
         self.root_cas = root_cas
@@ -121,6 +129,7 @@ class AgentService(Service):
         self._established_at = 0.0
         self._connecting: Deferred | None = None
         self._retry_call: Any = None
+        self._adding: set[str] = set()
 
     @property
     def status(self) -> str:
@@ -141,6 +150,95 @@ class AgentService(Service):
             reactor and feeding L{metrics}.
         """
         return Tunnel(definition, metrics=TunnelMetrics(self.reactor, self.metrics))
+
+    # Tunnels at run time
+
+    async def add_tunnel(self, definition: TunnelDefinition) -> Tunnel:
+        """
+        Start one more tunnel in the current session; later sessions bind
+        it again like the others.
+
+        @return: the tunnel, bound.
+        @raise TunnelkitError: C{TK_TUNNEL_EXISTS} when a tunnel has that
+            name; C{TK_SESSION_NOT_READY} when there is no session with the
+            edge now; the edge's refusal (or the agent's own error for a
+            tunnel it cannot bind) when binding fails.
+        """
+        if definition.name in self.tunnels or definition.name in self._adding:
+            raise TunnelkitError(
+                "TK_TUNNEL_EXISTS",
+                f'tunnel "{definition.name}" already exists; choose another'
+                " name, or stop that tunnel first.",
+            )
+        session = self.session
+        if session is None or session.auth is None:
+            raise TunnelkitError(
+                "TK_SESSION_NOT_READY",
+                "The agent has no session with its edge yet, so it cannot"
+                " start tunnels; try again once it is online.",
+            )
+        tunnel = self.make_tunnel(definition)
+        self._adding.add(definition.name)
+        try:
+            error = await session.bind(tunnel)
+        finally:
+            self._adding.discard(definition.name)
+        if error is not None:
+            raise error
+        if self.session is not session:
+            raise TunnelkitError(
+                "TK_SESSION_NOT_READY",
+                "The session with the edge ended while the tunnel was being"
+                " started; try again once the agent is online.",
+            )
+        self.tunnels[definition.name] = tunnel
+        self._log_started(tunnel)
+        return tunnel
+
+    async def remove_tunnel(self, name: str) -> Tunnel:
+        """
+        Stop one tunnel: forget it, and remove its binding from the edge if
+        there is a session.
+
+        @return: the tunnel stopped.
+        @raise KeyError: when no tunnel has that name.
+        """
+        tunnel = self.tunnels.pop(name)
+        urls = tunnel.named_urls()
+        tunnel.public_url = None
+        session = self.session
+        if session is not None and session.auth is not None:
+            try:
+                await session.request(Unbind(id=tunnel.name))
+            except TunnelkitError as error:
+                _log.warn(
+                    "the edge did not remove tunnel {name}: {error}",
+                    name=name,
+                    error=str(error),
+                    obj="tunnels",
+                )
+        for url_name, url in urls:
+            _log.info("stopped tunnel", obj="tunnels", name=url_name, url=url)
+        return tunnel
+
+    def _log_started(self, tunnel: Tunnel) -> None:
+        if tunnel.labels:
+            _log.info(
+                "started tunnel",
+                obj="tunnels",
+                name=tunnel.name,
+                addr=self._display_addr(tunnel),
+                url="",
+                labels=tunnel.labels,
+            )
+        for name, url in tunnel.named_urls():
+            _log.info(
+                "started tunnel",
+                obj="tunnels",
+                name=name,
+                addr=self._display_addr(tunnel),
+                url=url,
+            )
 
     def retry_delay(self, attempt: int) -> float:
         """
@@ -253,24 +351,8 @@ class AgentService(Service):
         session.mux.when_closed().addCallback(self._session_closed, session)
         failures = []
         for tunnel, error in results:
-            if error is None and tunnel.labels:
-                _log.info(
-                    "started tunnel",
-                    obj="tunnels",
-                    name=tunnel.name,
-                    addr=self._display_addr(tunnel),
-                    url="",
-                    labels=tunnel.labels,
-                )
-            elif error is None:
-                for name, url in tunnel.named_urls():
-                    _log.info(
-                        "started tunnel",
-                        obj="tunnels",
-                        name=name,
-                        addr=self._display_addr(tunnel),
-                        url=url,
-                    )
+            if error is None:
+                self._log_started(tunnel)
             else:
                 _log.error(
                     "failed to start tunnel {name}: {error}",

@@ -135,6 +135,9 @@ class AgentSession:
             )
             transport.abortConnection()
             return Protocol()
+        inspection = self.agent.inspection
+        if inspection is not None and inspection.covers(tunnel):
+            return inspection.stream(self.reactor, tunnel, header)
         return stream_protocol(self.reactor, tunnel, header)
 
     def _stop_tunnel(self, request: StopTunnel) -> StopTunnelResp:

@@ -128,8 +128,14 @@ class ProxiedStream(SpliceEnd):
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
         self._counted = CountedConnection(self.tunnel)
-        self._connecting = dial_upstream(self.reactor, self.tunnel.definition.addr)
+        self._connecting = self._dial()
         self._connecting.addCallbacks(self._connected, self._failed)
+
+    def _dial(self) -> "Deferred[UpstreamEnd]":
+        """
+        @return: a connection to the tunnel's local service, being made.
+        """
+        return dial_upstream(self.reactor, self.tunnel.definition.addr)
 
     def dataReceived(self, data: bytes) -> None:
         if self._unreachable is None:
