@@ -1,14 +1,18 @@
 """
 The inspector's scripts run in a real headless Chromium, on the pages as
 L{tunnelkit.web.pages} serves them: its own JSON reader (what it accepts,
-how it indents, and the line and column of each kind of error), and its
-filters (how they are read, which are refused, what they pass).
+how it indents, and the line and column of each kind of error), its
+filters (how they are read, which are refused, what they pass), and how it
+decodes compressed bodies.
 
 No agent runs here: the scripts are imported into the page and called with
 made-up inputs, so every case is checked the same way in every run.
 """
 
+import base64
+import gzip
 import json
+import zlib
 from typing import Any
 
 from twisted.internet import reactor
@@ -280,3 +284,103 @@ class FilterTests(ScriptTestCase):
 
         for (text, message), result in zip(REFUSED_FILTERS, results):
             self.assertIn(message, result.get("thrown", ""), (text, result))
+
+
+_RENDER_BODY = """
+const [encoded, contentType, size, truncated, coding, done] = arguments;
+import("/static/bodies.js").then((bodies) => {
+  const holder = document.createElement("div");
+  document.body.appendChild(holder);
+  const view = bodies.renderBody(
+    bodies.decodeBase64(encoded), contentType, size, truncated, coding);
+  holder.appendChild(view);
+  const settled = () => !holder.textContent.includes("Decoding");
+  if (settled()) {
+    done(holder.innerText);
+    return;
+  }
+  new MutationObserver((changes, observer) => {
+    if (settled()) {
+      observer.disconnect();
+      done(holder.innerText);
+    }
+  }).observe(holder, { childList: true, subtree: true });
+});
+"""
+"""Render a body as the inspector does, and give back its text once any
+decoding is over."""
+
+
+class EncodedBodyTests(ScriptTestCase):
+    """
+    C{renderBody} decodes gzip and deflate bodies before showing them.
+    """
+
+    @inlineCallbacks
+    def render(
+        self, body: bytes, content_type: str, coding: str, truncated: bool = False
+    ) -> Steps[str]:
+        """
+        @return: a Deferred firing with the text of the body's view.
+        """
+
+        def run(driver: Any) -> Any:
+            return driver.execute_async_script(
+                _RENDER_BODY,
+                base64.b64encode(body).decode("ascii"),
+                content_type,
+                len(body),
+                truncated,
+                coding,
+            )
+
+        text = yield self.browser.call(run)
+        return text
+
+    @inlineCallbacks
+    def test_gzip_and_deflate_are_decoded(self) -> Steps[None]:
+        """
+        A gzip JSON body and a deflate (zlib) text body are shown decoded,
+        the JSON pretty-printed, with the encoded size in the label.
+        """
+        document = b'{"greeting": "hello", "count": 2}'
+        gzipped = gzip.compress(document)
+
+        json_view = yield self.render(gzipped, "application/json", "gzip")
+        text_view = yield self.render(
+            zlib.compress(b"plain words"), "text/plain", "deflate"
+        )
+
+        self.assertIn('{\n  "greeting": "hello",\n  "count": 2\n}', json_view)
+        self.assertIn(f"decoded from {len(gzipped)} B of gzip", json_view)
+        self.assertIn("plain words", text_view)
+
+    @inlineCallbacks
+    def test_undecodable_bodies_are_summarised(self) -> Steps[None]:
+        """
+        A coding the page does not decode, a body captured only in part,
+        and bytes that are not what their coding says are summarised,
+        pointing to the Binary tab.
+        """
+        brotli = yield self.render(b"\x0b\x02\x80hi\x03", "text/plain", "br")
+        partial = yield self.render(
+            gzip.compress(b"x" * 100)[:10], "text/plain", "gzip", truncated=True
+        )
+        broken = yield self.render(b"not gzip at all", "text/plain", "gzip")
+
+        self.assertIn("encoded with br; see the Binary tab", brotli)
+        self.assertIn("encoded with gzip, captured only in part", partial)
+        self.assertIn("encoded with gzip, which could not be decoded", broken)
+
+    @inlineCallbacks
+    def test_decoding_stops_at_its_limit(self) -> Steps[None]:
+        """
+        A small body that decodes to more than 8 MiB is decoded only that
+        far, and says so.
+        """
+        bomb = gzip.compress(b"a" * (9 * 1024 * 1024))
+
+        view = yield self.render(bomb, "text/plain", "gzip")
+
+        self.assertIn("first 8.0 MiB", view)
+        self.assertLess(len(bomb), 64 * 1024)

@@ -5,7 +5,7 @@
 
 "use strict";
 
-import { h, formatSize } from "./common.js";
+import { append, formatSize, h, replaceChildren } from "./common.js";
 
 const MAX_DEPTH = 512;
 /** Deeper nesting than this is reported as an error instead of parsed. */
@@ -18,6 +18,13 @@ const HEX_LIMIT = 64 * 1024;
 
 const ERROR_CONTEXT = 40;
 /** Lines shown either side of a syntax error in a long document. */
+
+const DECODED_LIMIT = 8 * 1024 * 1024;
+/** Bytes of a compressed body decoded at most, so that a small body that
+ * expands enormously cannot exhaust the page. */
+
+const DECODABLE = { gzip: "gzip", "x-gzip": "gzip", deflate: "deflate" };
+/** The content codings the page decodes, with the browser's names. */
 
 // Bytes and text
 
@@ -87,10 +94,8 @@ export function looksLikeText(bytes, contentType) {
   ) {
     return true;
   }
-  if (type && !type.startsWith("application/octet-stream") && type !== "") {
-    if (/^(image|audio|video|font)\//.test(type) || /(zip|gzip|pdf|protobuf|wasm)/.test(type)) {
-      return false;
-    }
+  if (/^(image|audio|video|font)\//.test(type) || /(zip|pdf|protobuf|wasm)/.test(type)) {
+    return false;
   }
   if (bytes.includes(0)) {
     return false;
@@ -611,15 +616,82 @@ function renderForm(text) {
 }
 
 /**
- * Show a body as well as its content type allows.
+ * Undo a content coding.
+ *
+ * @param {Uint8Array} bytes - the encoded body.
+ * @param {string} coding - "gzip" or "deflate".
+ * @returns {Promise<{bytes: Uint8Array, complete: boolean}>} the decoded
+ *     body, and whether it was decoded whole (rather than stopped at
+ *     DECODED_LIMIT).
+ */
+export async function decompress(bytes, coding) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream(coding));
+  const reader = stream.getReader();
+  const chunks = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) {
+      break;
+    }
+    chunks.push(value);
+    length += value.length;
+    if (length >= DECODED_LIMIT) {
+      reader.cancel();
+      break;
+    }
+  }
+  const decoded = new Uint8Array(Math.min(length, DECODED_LIMIT));
+  let offset = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, decoded.length - offset);
+    decoded.set(part, offset);
+    offset += part.length;
+  }
+  return { bytes: decoded, complete: length < DECODED_LIMIT };
+}
+
+function renderEncoded(bytes, contentType, size, truncated, coding) {
+  const holder = h("div", { class: "body" });
+  const cannot = (why) =>
+    replaceChildren(
+      holder,
+      h("p", { class: "muted" }, `${formatSize(size)} encoded with ${coding}${why}; see the Binary tab.`)
+    );
+  const name = DECODABLE[coding];
+  if (!name || truncated || typeof DecompressionStream === "undefined") {
+    cannot(truncated ? ", captured only in part" : "");
+    return holder;
+  }
+  append(holder, [h("p", { class: "muted" }, `Decoding ${coding}…`)]);
+  decompress(bytes, name).then(
+    (decoded) => {
+      const label = `decoded from ${formatSize(size)} of ${coding}` + (decoded.complete ? "" : `, first ${formatSize(decoded.bytes.length)}`);
+      holder.replaceWith(renderBody(decoded.bytes, contentType, decoded.bytes.length, false, "", label));
+    },
+    () => cannot(", which could not be decoded")
+  );
+  return holder;
+}
+
+/**
+ * Show a body as well as its content type allows, decoding gzip and
+ * deflate first.
  *
  * @param {Uint8Array} bytes - the captured body.
  * @param {string} contentType - its Content-Type, if any.
  * @param {number} size - the whole body's size in bytes.
  * @param {boolean} truncated - whether the capture cut it short.
- * @returns {HTMLElement}
+ * @param {string} [contentEncoding] - its Content-Encoding, if any.
+ * @param {string} [decodedFrom] - how it was decoded, for its label.
+ * @returns {HTMLElement} the view, which fills in later for an encoded
+ *     body.
  */
-export function renderBody(bytes, contentType, size, truncated) {
+export function renderBody(bytes, contentType, size, truncated, contentEncoding, decodedFrom) {
+  const coding = (contentEncoding || "").trim().toLowerCase();
+  if (bytes.length && coding && coding !== "identity") {
+    return renderEncoded(bytes, contentType, size, truncated, coding);
+  }
   const notes = [];
   if (truncated) {
     notes.push(
@@ -666,7 +738,8 @@ export function renderBody(bytes, contentType, size, truncated) {
   } else {
     view = h("pre", { class: "code text" }, text);
   }
-  return h("div", { class: "body" }, notes, h("p", { class: "body-kind muted" }, `${label}, ${formatSize(size)}`), view);
+  const kind = `${label}, ${formatSize(size)}${decodedFrom ? ` ${decodedFrom}` : ""}`;
+  return h("div", { class: "body" }, notes, h("p", { class: "body-kind muted" }, kind), view);
 }
 
 function hexByte(value) {

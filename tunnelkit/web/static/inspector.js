@@ -311,7 +311,13 @@ function headersTable(headers) {
 function summaryPanel(part, capture) {
   const message = capture[part];
   const contentType = headerValue(message.headers, "content-type");
-  const body = renderBody(decodeBase64(message.body), contentType, message.body_size || 0, Boolean(message.truncated));
+  const body = renderBody(
+    decodeBase64(message.body),
+    contentType,
+    message.body_size || 0,
+    Boolean(message.truncated),
+    headerValue(message.headers, "content-encoding")
+  );
   if (part === "request") {
     return [
       definitions([
