@@ -1009,11 +1009,29 @@ class TunnelTests(AgentTestCase):
         """
         C{client_cas} sets C{mutual_tls_cas}.
         """
-        self.files.write("ca.pem", "c")
+        for name in ("ca.pem", "c.pem", "k.pem"):
+            self.files.write(name, "c")
 
-        tunnel = self.tunnel("proto: tls\naddr: 443\nclient_cas: ca.pem")
+        tunnel = self.tunnel(
+            "proto: tls\naddr: 443\ncrt: c.pem\nkey: k.pem\nclient_cas: ca.pem"
+        )
 
         self.assertEqual(os.path.basename(tunnel.mutual_tls_cas), "ca.pem")
+
+    def test_tls_client_cas_without_crt(self) -> None:
+        """
+        A tls tunnel with C{mutual_tls_cas} (or C{client_cas}) but no
+        C{crt} is invalid: only TLS ended at the agent checks client
+        certificates.
+        """
+        self.files.write("ca.pem", "c")
+
+        for key in ("mutual_tls_cas", "client_cas"):
+            with self.subTest(key=key):
+                error = self.tunnel_fails(f"proto: tls\naddr: 443\n{key}: ca.pem")
+                self.assertError(
+                    error, "TK_CONFIG_INVALID_VALUE", 5, f"tunnels.t.{key}"
+                )
 
     def test_labeled(self) -> None:
         """

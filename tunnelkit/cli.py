@@ -193,6 +193,20 @@ def select_tunnels(
                 host_header=options["host-header"],
             )
         ]
+    if command == "tls":
+        return [
+            TunnelDefinition(
+                name=COMMAND_LINE_TUNNEL,
+                proto="tls",
+                addr=options["upstream"],
+                metadata=options["metadata"],
+                subdomain=options["subdomain"],
+                hostname=options["hostname"],
+                crt=options["crt"],
+                key=options["key"],
+                mutual_tls_cas=options["mutual-tls-cas"],
+            )
+        ]
     if command == "tunnel":
         return [
             TunnelDefinition(

@@ -258,18 +258,147 @@ class HttpOptions(CommonOptions):
         return tuple(s for s in DEFAULT_SCHEMES if s in schemes) or DEFAULT_SCHEMES
 
     def _hostname(self) -> str | None:
-        hostname, domain = self["hostname"], self["domain"]
-        if hostname is not None and domain is not None:
+        return _requested_hostname(self)
+
+
+class TlsOptions(CommonOptions):
+    """
+    C{tunnelkit tls PORT|HOST:PORT}: give a local TLS service a public name
+    on the edge's HTTPS port, whose connections pass through untouched; or,
+    with C{--crt} and C{--key}, end TLS at the agent and forward plaintext.
+
+    After parsing, C{upstream} holds the parsed address, C{hostname} the
+    host name asked for (from C{--hostname} or C{--domain}), and C{crt},
+    C{key} and C{mutual-tls-cas} absolute paths or C{None}.
+    """
+
+    synopsis = "tunnelkit tls [options] PORT|HOST:PORT"
+    longdesc = (
+        "The edge reads the server name (SNI) of each TLS connection to its"
+        " HTTPS port and passes the connections for this tunnel's name to"
+        " PORT (on localhost by default) untouched: the local service"
+        " presents its own certificate. With --crt and --key the agent ends"
+        " TLS itself and forwards plaintext; add --mutual-tls-cas to require"
+        " client certificates signed by those CAs."
+    )
+    optParameters = [
+        ["subdomain", None, None, "ask for this name under the edge's domain"],
+        ["hostname", None, None, "ask for this full host name"],
+        ["domain", None, None, "the same as --hostname (ngrok v3's name for it)"],
+        ["crt", None, None, "a PEM certificate: end TLS at the agent with it"],
+        ["key", None, None, "the unencrypted PEM private key of --crt"],
+        [
+            "mutual-tls-cas",
+            None,
+            None,
+            "a PEM file of CAs: with --crt, clients must present a certificate"
+            " one of them signed",
+        ],
+        ["client-cas", None, None, "the same as --mutual-tls-cas (ngrok v2's name)"],
+        [
+            "terminate-at",
+            None,
+            None,
+            "where TLS ends: upstream (the default: passed through) or agent"
+            " (with --crt and --key)",
+        ],
+        ["metadata", None, None, "free text attached to the tunnel"],
+    ]
+
+    def parseArgs(self, addr: str) -> None:  # type: ignore[override]
+        self["addr"] = addr
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        try:
+            upstream = parse_upstream_address(self["addr"], default_scheme="tcp")
+        except ValueError as error:
+            raise usage.UsageError(f"{error}; give a port or host:port")
+        if upstream.scheme != "tcp":
             raise usage.UsageError(
-                "--domain is another name for --hostname; give one of them"
+                f"{self['addr']!r} is not a TCP address; a tls tunnel forwards"
+                " the TLS bytes as they are: give a port or host:port"
             )
-        flag = "--domain" if domain is not None else "--hostname"
-        name = domain if domain is not None else hostname
-        if name is None:
-            return None
+        self["upstream"] = upstream
+        self["hostname"] = _requested_hostname(self)
         if self["subdomain"] is not None:
-            raise usage.UsageError(f"give either --subdomain or {flag}, not both")
-        return _checked(flag, parse_hostname, name)
+            self["subdomain"] = _checked(
+                "--subdomain", parse_subdomain, self["subdomain"]
+            )
+        self["crt"] = _existing_file("--crt", self["crt"])
+        self["key"] = _existing_file("--key", self["key"])
+        self["mutual-tls-cas"] = self._mutual_tls_cas()
+        self._check_termination()
+
+    def _mutual_tls_cas(self) -> str | None:
+        cas, alias = self["mutual-tls-cas"], self["client-cas"]
+        if cas is not None and alias is not None:
+            raise usage.UsageError(
+                "--client-cas is another name for --mutual-tls-cas; give one"
+            )
+        flag = "--client-cas" if alias is not None else "--mutual-tls-cas"
+        return _existing_file(flag, cas if cas is not None else alias)
+
+    def _check_termination(self) -> None:
+        crt, key, where = self["crt"], self["key"], self["terminate-at"]
+        if (crt is None) != (key is None):
+            raise usage.UsageError("--crt and --key must be given together")
+        if where not in (None, "agent", "upstream", "edge"):
+            raise usage.UsageError(
+                f"--terminate-at must be agent or upstream, not {where!r}"
+            )
+        if where == "edge":
+            raise usage.UsageError(
+                "the edge does not end TLS for tls tunnels; use --terminate-at"
+                " agent with --crt and --key, or pass TLS through to the"
+                " upstream (the default)"
+            )
+        if where == "agent" and crt is None:
+            raise usage.UsageError("--terminate-at agent needs --crt and --key")
+        if where == "upstream" and crt is not None:
+            raise usage.UsageError(
+                "--crt and --key end TLS at the agent; leave them out to pass"
+                " TLS through to the upstream"
+            )
+        if self["mutual-tls-cas"] is not None and crt is None:
+            raise usage.UsageError(
+                "--mutual-tls-cas needs --crt and --key: client certificates"
+                " are checked where TLS ends, at the agent"
+            )
+
+
+def _requested_hostname(options: usage.Options) -> str | None:
+    """
+    @return: the host name asked for with C{--hostname} or C{--domain},
+        checked, or C{None}.
+    @raise usage.UsageError: for both flags, either with C{--subdomain}, or
+        a name that is not a host name.
+    """
+    hostname, domain = options["hostname"], options["domain"]
+    if hostname is not None and domain is not None:
+        raise usage.UsageError(
+            "--domain is another name for --hostname; give one of them"
+        )
+    flag = "--domain" if domain is not None else "--hostname"
+    name = domain if domain is not None else hostname
+    if name is None:
+        return None
+    if options["subdomain"] is not None:
+        raise usage.UsageError(f"give either --subdomain or {flag}, not both")
+    return _checked(flag, parse_hostname, name)
+
+
+def _existing_file(flag: str, path: str | None) -> str | None:
+    """
+    @return: the absolute path of C{path} (C{~} expanded), or C{None}.
+    @raise usage.UsageError: naming the flag, when it is not a file.
+    """
+    if path is None:
+        return None
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(absolute):
+        raise usage.UsageError(f"{flag}: {path} does not exist or is not a file")
+    return absolute
 
 
 def _boolean(flag: str, text: str) -> bool:
@@ -483,6 +612,7 @@ class TunnelkitOptions(usage.Options):
     subCommands = [
         ["http", None, HttpOptions, "serve a local web service or directory over HTTP"],
         ["tcp", None, TcpOptions, "forward a public TCP address to a local port"],
+        ["tls", None, TlsOptions, "pass a public TLS name through to a local port"],
         ["tunnel", None, TunnelOptions, "a labeled tunnel for the edges' routes"],
         ["start", None, StartOptions, "start tunnels by name from the config"],
         ["config", None, ConfigOptions, "edit and check the config file"],

@@ -30,18 +30,22 @@ def default_state_dir(environ: dict[str, str] | None = None) -> str:
     return os.path.join(base, "tunnelkit", "embedded-edge")
 
 
-def embedded_edge_config(state_dir: str) -> EdgeConfig:
+def embedded_edge_config(state_dir: str, tls: bool = False) -> EdgeConfig:
     """
+    @param tls: whether to serve TLS tunnels too.
     @return: the configuration of an edge inside the agent's process: on
         loopback only, with public HTTP on a port the kernel picks, the base
         domain C{localhost} (so that C{http://NAME.localhost:PORT} reaches it
         from this machine), accepting the agent without an authtoken. It
-        serves no HTTPS: no certificate checker accepts a wildcard over the
-        single label C{localhost}, so no browser would trust its names.
+        serves HTTPS only with C{tls}, for the TLS tunnels that share its
+        port: no certificate checker accepts a wildcard over the single
+        label C{localhost}, so no browser would trust the names it
+        terminates itself, while a TLS tunnel's service presents its own.
     """
     return EdgeConfig(
         agent_listener="tcp:0:interface=127.0.0.1",
         http_listener="tcp:0:interface=127.0.0.1",
+        https_listener="tcp:0:interface=127.0.0.1" if tls else None,
         domain="localhost",
         public_host="127.0.0.1",
         tcp_bind_host="127.0.0.1",
@@ -90,7 +94,10 @@ class AgentApplication(MultiService):
         edge_address = config.server_addr
         root_cas: str | None = config.root_cas
         if edge_address is None:
-            self.edge = EdgeServer(embedded_edge_config(self.state_dir), self.reactor)
+            tls = any(d.proto == "tls" for d in self.tunnel_definitions)
+            self.edge = EdgeServer(
+                embedded_edge_config(self.state_dir, tls), self.reactor
+            )
             port = await self.edge.start()
             address = port.getHost()
             edge_address = HostPort("127.0.0.1", address.port)

@@ -13,6 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from tunnelkit import __version__
+from tunnelkit.agent.termination import prepare_termination
 from tunnelkit.agent.upstream import stream_protocol
 from tunnelkit.control.messages import (
     Auth,
@@ -102,13 +103,16 @@ class AgentSession:
         only C{url}).
 
         @return: C{None} on success, else the error: the edge's refusal, or
-            the agent's own for a tunnel it cannot bind.
+            the agent's own for a tunnel it cannot bind (of a kind it does
+            not serve, or whose certificate files for TLS termination it
+            cannot use).
         @raise TunnelkitError: when the request itself fails (the session
             closed or timed out), so that the agent reconnects.
         """
         tunnel.public_url = None
         try:
             request = tunnel.bind_request()
+            prepare_termination(tunnel, self.reactor)
         except TunnelkitError as unsupported:
             return unsupported
         try:

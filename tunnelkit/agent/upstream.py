@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.agent.fileserver import FileServer
+from tunnelkit.agent.termination import terminate_tls
 from tunnelkit.agent.metrics import TunnelMetrics
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.control.messages import ProxyHeader
@@ -35,8 +36,12 @@ def stream_protocol(reactor: Any, tunnel: Tunnel, header: ProxyHeader) -> IProto
     connection on the tunnel while it is open.
 
     @return: a connection of the tunnel's file server for a C{file://}
-        tunnel, else a L{ProxiedStream}.
+        tunnel, else a L{ProxiedStream}, behind the agent's own TLS for a
+        tunnel with C{crt} and C{key}.
     """
+    if tunnel.definition.crt is not None:
+        stream = ProxiedStream(reactor, tunnel, header)
+        return terminate_tls(reactor, tunnel, stream, header.client_addr)
     if tunnel.definition.addr.scheme != "file":
         return ProxiedStream(reactor, tunnel, header)
     channel = file_server(reactor, tunnel).connection()

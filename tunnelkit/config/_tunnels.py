@@ -243,6 +243,14 @@ def read_tunnel(name: str, section: Section) -> TunnelDefinition:
     if (crt is None) != (key is None):
         present = "crt" if crt is not None else "key"
         raise section.key_error(present, "'crt' and 'key' must be given together")
+    mutual_tls_cas = _read_alias_path(section, "mutual_tls_cas", "client_cas")
+    if kind == "tls" and mutual_tls_cas is not None and crt is None:
+        present = "client_cas" if section.has("client_cas") else "mutual_tls_cas"
+        raise section.key_error(
+            present,
+            "a tls tunnel checks client certificates only where it ends TLS, at"
+            " the agent: give 'crt' and 'key' too",
+        )
 
     return TunnelDefinition(
         name=name,
@@ -262,7 +270,7 @@ def read_tunnel(name: str, section: Section) -> TunnelDefinition:
         ),
         crt=crt,
         key=key,
-        mutual_tls_cas=_read_alias_path(section, "mutual_tls_cas", "client_cas"),
+        mutual_tls_cas=mutual_tls_cas,
         labels=_read_labels(section) if kind == "labeled" else (),
         proxy_proto=_read_proxy_proto(section),
     )
