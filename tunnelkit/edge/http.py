@@ -24,12 +24,9 @@ upstream's keep-alive timeout, not by the edge, and holds one stream of the
 agent's session until then.
 """
 
-from http import HTTPStatus
 from typing import Any, NoReturn
 
 import httptools
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -37,13 +34,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
-from tunnelkit.agent.dial import UPSTREAM_CONNECT_TIMEOUT, client_tls
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.hosts import normalise_host
+from tunnelkit.edge.httpstreams import (
+    RequestStream,
+    connect_static,
+    fixed_response,
+    http_request,
+)
 from tunnelkit.edge.names import HttpBinding
 from tunnelkit.edge.routes import Route, ServedEdge
 from tunnelkit.edge.routing import (
-    BackendRequest,
     FixedResponse,
     LabeledBinding,
     StaticAddress,
@@ -54,7 +55,7 @@ from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.interfaces import IHttpRouter
 from tunnelkit.sockets import set_no_delay
-from tunnelkit.tlstransport import read_in_large_pieces, wrap_client_tls, write_through
+from tunnelkit.tlstransport import read_in_large_pieces
 
 _log = Logger()
 
@@ -69,80 +70,6 @@ class _Refusal(Exception):
     def __init__(self, response: bytes, code: str) -> None:
         super().__init__(code)
         self.response = response
-
-
-class _RequestStream(Protocol):
-    """
-    The edge's end of the stream that carries one public connection's
-    requests to the agent; what the agent sends back goes to the client.
-    """
-
-    # typing note: stream transports offer half-close, producers and abort,
-    # which no single Twisted interface declares.
-    transport: Any
-
-    def __init__(self, ingress: "HttpIngress", header: bytes) -> None:
-        self.ingress = ingress
-        self.header = header
-        self.answered = False
-        self.connecting: Deferred[Any] | None = None
-        self._pending: list[bytes] = []
-        self._half_closed = False
-
-    def connectionMade(self) -> None:
-        if self.header:
-            self.transport.write(self.header)
-        if self.connecting is None:
-            return
-        self.connecting = None
-        pending, self._pending = self._pending, []
-        self.transport.writeSequence(pending)
-        self.ingress.stream_connected(self, resume=True)
-        if self._half_closed:
-            self.transport.loseWriteConnection()
-
-    def send(self, data: bytes) -> None:
-        """
-        Write to the stream, or keep the bytes until it connects.
-        """
-        if self.connecting is not None:
-            self._pending.append(data)
-        elif self.transport is not None:
-            self.transport.write(data)
-
-    def half_close(self) -> None:
-        """
-        End the client's side of the stream, once it connects if it has not.
-        """
-        if self.connecting is not None:
-            self._half_closed = True
-        elif self.transport is not None:
-            self.transport.loseWriteConnection()
-
-    def abort(self) -> None:
-        """
-        Reset the stream, or give up connecting it.
-        """
-        connecting, self.connecting = self.connecting, None
-        if connecting is not None:
-            connecting.cancel()
-        elif self.transport is not None:
-            self.transport.abortConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.answered = True
-        ingress = self.ingress
-        if ingress.upgrading:
-            data = ingress.upgrade_answered(data)
-        if ingress.lost:
-            # The client has gone: reset the stream, so the agent stops
-            # reading the upstream for nobody.
-            self.transport.abortConnection()
-            return
-        write_through(ingress.transport, data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.ingress.stream_lost(self, reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -183,7 +110,7 @@ class HttpIngress(Protocol):
         self._authority: bytes | None = None
         self._binding: HttpBinding | LabeledBinding | None = None
         self._route_taken: Route | None = None
-        self._stream: _RequestStream | None = None
+        self._stream: RequestStream | None = None
         self._refusal: _Refusal | None = None
 
     # The public connection
@@ -272,7 +199,7 @@ class HttpIngress(Protocol):
             # and an upgraded connection that closed cleanly is done too:
             # end the stream as a half-close would, so that the upstream's
             # connection closes cleanly. Anything the agent still sends
-            # resets it (see _RequestStream.dataReceived).
+            # resets it (see RequestStream.dataReceived).
             stream.transport.loseWriteConnection()
         else:
             stream.transport.abortConnection()
@@ -520,18 +447,13 @@ class HttpIngress(Protocol):
         )
 
     def _decide(self, route: Route, edge: ServedEdge, host: str, path: str) -> Any:
-        request = BackendRequest(
-            protocol="https",
-            host=host,
-            path=path,
-            client=format_address(self.client),
-            edge=edge.id,
-            labels=edge.labels,
-            time=self.router.reactor.seconds(),
-            headers=tuple(
-                (name.decode("latin-1").lower(), value.decode("latin-1"))
-                for name, value in self._headers
-            ),
+        request = http_request(
+            edge,
+            host,
+            path,
+            format_address(self.client),
+            self.router.reactor.seconds(),
+            self._headers,
         )
         try:
             return route.backend.choose(request)
@@ -613,7 +535,7 @@ class HttpIngress(Protocol):
                 proto=self.scheme,
             )
         )
-        stream = _RequestStream(self, header)
+        stream = RequestStream(self, header)
         try:
             opened = session.mux.open_stream(stream)
         except TunnelkitError as error:
@@ -633,7 +555,7 @@ class HttpIngress(Protocol):
         self.stream_connected(stream)
         opened.addErrback(self._not_opened, stream, binding)
 
-    def stream_connected(self, stream: _RequestStream, resume: bool = False) -> None:
+    def stream_connected(self, stream: RequestStream, resume: bool = False) -> None:
         """
         The stream can carry bytes: let each side's backpressure pause the
         other, and read in large pieces.
@@ -654,22 +576,15 @@ class HttpIngress(Protocol):
         Connect to a static address for this connection's requests; the
         client's bytes wait, unread, until it answers.
         """
-        reactor = self.router.reactor
-        stream = _RequestStream(self, b"")
-        endpoint: Any = HostnameEndpoint(
-            reactor, address.host, address.port, timeout=UPSTREAM_CONNECT_TIMEOUT
-        )
-        if address.tls:
-            endpoint = wrap_client_tls(client_tls(address.host), endpoint)
-        factory = Factory.forProtocol(lambda: stream)
-        factory.noisy = False
+        stream = RequestStream(self, b"")
         self._stream = stream
         self.transport.pauseProducing()
-        stream.connecting = endpoint.connect(factory)
+        connect_static(self.router.reactor, address, stream)
+        assert stream.connecting is not None
         stream.connecting.addErrback(self._static_failed, stream, address)
 
     def _static_failed(
-        self, reason: Failure, stream: _RequestStream, address: StaticAddress
+        self, reason: Failure, stream: RequestStream, address: StaticAddress
     ) -> None:
         stream.connecting = None
         if stream is not self._stream or self.lost:
@@ -697,7 +612,7 @@ class HttpIngress(Protocol):
     def _not_opened(
         self,
         reason: Failure,
-        stream: _RequestStream,
+        stream: RequestStream,
         binding: HttpBinding | LabeledBinding,
     ) -> None:
         if isinstance(binding, LabeledBinding):
@@ -775,7 +690,7 @@ class HttpIngress(Protocol):
         if not self.lost:
             self.transport.resumeProducing()
 
-    def stream_lost(self, stream: _RequestStream, reason: Failure) -> None:
+    def stream_lost(self, stream: RequestStream, reason: Failure) -> None:
         """
         The agent closed the stream: close the public connection, after the
         edge's own answer if one waits for the agent's responses to end.
@@ -909,24 +824,3 @@ class HttpIngressFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> HttpIngress:
         return HttpIngress(self, addr)
-
-
-def fixed_response(decision: FixedResponse, head_only: bool = False) -> bytes:
-    """
-    Render the response of an HTTP response backend, which closes the
-    connection.
-
-    @param head_only: leave the body out, for an answer to C{HEAD}.
-    @return: the status line, headers and body.
-    """
-    try:
-        reason = HTTPStatus(decision.status).phrase
-    except ValueError:
-        reason = ""
-    lines = [f"HTTP/1.1 {decision.status} {reason}".encode("ascii")]
-    for name, value in decision.headers:
-        lines.append(f"{name}: {value}".encode("latin-1"))
-    lines.append(b"Content-Length: %d" % len(decision.body))
-    lines.append(b"Connection: close")
-    body = b"" if head_only else decision.body
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
