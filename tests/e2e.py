@@ -527,17 +527,24 @@ def write_agent_config(
     tunnels: dict[str, int] | None = None,
     name: str = "ngrok.yml",
     http_tunnels: dict[str, str] | None = None,
+    web_addr: str | None = f"{LOOPBACK}:0",
 ) -> str:
     """
     Write an agent C{ngrok.yml} naming an edge.
 
     @param root_cas: the CA file to trust; C{None} leaves the default
         (the system trust store).
+    @param web_addr: where its web interface listens: by default a loopback
+        port the kernel picks (the agent logs it in C{starting web
+        service}), so that agents of tests running at once never clash;
+        C{None} for none (C{web_addr: false}).
     @param tunnels: TCP tunnels, name to local port.
     @param http_tunnels: HTTP tunnels, name to C{addr}.
     @return: the file's path.
     """
     lines = ['version: "2"', f"server_addr: {json.dumps(server_addr)}"]
+    shown = "false" if web_addr is None else json.dumps(web_addr)
+    lines.append(f"web_addr: {shown}")
     if root_cas is not None:
         lines.append(f"root_cas: {json.dumps(root_cas)}")
     if authtoken is not None:

@@ -1,6 +1,7 @@
 """
-The whole agent process as one service: the embedded edge when no
-C{server_addr} is configured, then the agent's session to its edge.
+The whole agent process as one service: the web interface on
+C{web_addr}, the embedded edge when no C{server_addr} is configured, then
+the agent's session to its edge.
 """
 
 import os
@@ -12,10 +13,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tunnelkit.agent.captures import CaptureStore
+from tunnelkit.agent.inspection import Inspection
 from tunnelkit.agent.service import AgentService
 from tunnelkit.config import AgentConfig, EdgeConfig, HostPort, TunnelDefinition
 from tunnelkit.config.edge import PortRange
 from tunnelkit.edge.server import EdgeServer
+from tunnelkit.web.app import WebInterface
 
 _log = Logger()
 
@@ -63,6 +67,12 @@ class AgentApplication(MultiService):
     @ivar edge: the embedded edge, when there is one.
     @ivar ready: fires with the agent service once its tunnels are bound,
         or fails with the error that stopped it.
+    @ivar inspection: the captures of HTTP exchanges and how they are made,
+        or C{None} when C{inspect_db_size} is C{-1}.
+    @ivar web: the web interface, once listening; C{None} with
+        C{web_addr: false}.
+    @ivar web_url: the web interface's base URL, such as
+        C{http://127.0.0.1:4040}, once listening, else C{None}.
     """
 
     def __init__(
@@ -84,6 +94,13 @@ class AgentApplication(MultiService):
         self.agent: AgentService | None = None
         self.edge: EdgeServer | None = None
         self.ready: Deferred = Deferred()
+        self.inspection: Inspection | None = None
+        capacity = config.inspect_capacity
+        if capacity is not None:
+            store = CaptureStore(capacity)
+            self.inspection = Inspection(store, reactor, config.inspect_body_size)
+        self.web: WebInterface | None = None
+        self.web_url: str | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -91,6 +108,10 @@ class AgentApplication(MultiService):
 
     async def _start(self) -> None:
         config = self.config
+        if config.web_addr is not None:
+            web = WebInterface(self, config.web_allow_hosts)
+            self.web_url = web.listen(self.reactor, config.web_addr)
+            self.web = web
         edge_address = config.server_addr
         root_cas: str | None = config.root_cas
         if edge_address is None:
@@ -115,6 +136,7 @@ class AgentApplication(MultiService):
             edge_address,
             root_cas,
             self.authtoken,
+            inspection=self.inspection,
         )
         self.agent.setServiceParent(self)
         self.agent.stopped.addBoth(self._agent_stopped)
@@ -134,6 +156,9 @@ class AgentApplication(MultiService):
 
     def stopService(self) -> Deferred:
         stopping = super().stopService()
+        web, self.web = self.web, None
+        if web is not None:
+            stopping.addBoth(lambda _: web.stop())
         edge, self.edge = self.edge, None
         if edge is not None:
             stopping.addBoth(lambda _: edge.stopService())
