@@ -39,7 +39,7 @@ from tests.webtunnels import DOMAIN
 from tunnelkit.config import ConfigError, load_edge_config
 from tunnelkit.edge.backends import backend_factories
 from tunnelkit.edge.server import EdgeServer
-from tunnelkit.interfaces import IBackendFactory
+from tunnelkit.interfaces import IBackend, IBackendFactory
 
 EXAMPLE = os.path.join(REPOSITORY, "examples", "canary-backend")
 MODULES = ("canary_backend", "twisted.plugins.tunnelkit_canary")
@@ -126,6 +126,16 @@ class PluginDiscoveryTests(TestCase):
         self.assertTrue(verifyObject(IPlugin, factory))
         self.assertTrue(verifyObject(IBackendFactory, factory))
         self.assertIs(backend_factories()["canary"], factory)
+
+    def test_backend_provides_interface(self) -> None:
+        """
+        The backend the example builds provides L{IBackend}.
+        """
+        from canary_backend import CanaryBackend
+
+        backend = CanaryBackend("X-Canary", "1", object(), object())  # type: ignore
+
+        self.assertTrue(verifyObject(IBackend, backend))
 
     def test_bad_option(self) -> None:
         """

@@ -21,6 +21,7 @@ from tunnelkit.config import load_edge_config
 from tunnelkit.config.edge import AuthtokenGrant
 from tunnelkit.control.messages import BindLabels, BindLabelsResp, Unbind
 from tunnelkit.edge.routing import label_set
+from tunnelkit.edge.sni import TERMINATE, IPassthrough
 from tunnelkit.interfaces import IHttpRouter
 
 WEB = label_set({"app": "web", "env": "prod"})
@@ -62,6 +63,34 @@ class BindLabelsTests(EdgeTestCase):
         The edge server is what its HTTP listeners route with.
         """
         self.assertTrue(verifyObject(IHttpRouter, self.edge))
+
+    def test_tls_edge_destination(self) -> None:
+        """
+        A TLS edge's host name leads the HTTPS port to a destination that
+        provides L{IPassthrough}; an HTTPS edge's host is terminated.
+        """
+        config = load_edge_config(
+            self.write_file(
+                "edges:\n"
+                "  a: {type: tls, hostports: [a.example.com]}\n"
+                "  b: {type: https, hostports: [b.example.com]}\n"
+            )
+        )
+        edge = make_edge(edges=config.edges)
+
+        destination = edge.route_sni("a.example.com")
+
+        self.assertTrue(verifyObject(IPassthrough, destination))
+        self.assertEqual(destination.name, "a.example.com")  # type: ignore
+        self.assertIs(edge.route_sni("b.example.com"), TERMINATE)
+
+    def write_file(self, text: str) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "edge.yml")
+        with open(path, "w", encoding="utf-8") as output:
+            output.write(text)
+        return path
 
     def test_joins_group(self) -> None:
         """
