@@ -13,13 +13,20 @@ from tests.test_edge_session import (
     ALICE_TOKEN,
     BOB_TOKEN,
     GRANTS,
+    PUBLIC_HOST,
     EdgeTestCase,
     disconnect,
     make_edge,
 )
 from tunnelkit.config import load_edge_config
 from tunnelkit.config.edge import AuthtokenGrant
-from tunnelkit.control.messages import BindLabels, BindLabelsResp, Unbind
+from tunnelkit.control.messages import (
+    Bind,
+    BindLabels,
+    BindLabelsResp,
+    HttpOpts,
+    Unbind,
+)
 from tunnelkit.edge.routing import label_set
 from tunnelkit.edge.sni import TERMINATE, IPassthrough
 from tunnelkit.interfaces import IHttpRouter
@@ -246,3 +253,31 @@ class ReloadTests(EdgeTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertIn("restart", warnings[0]["log_format"])
         self.assertNotEqual(edge.config.domain, "other.example.com")
+
+
+class EdgeNamesTests(EdgeTestCase):
+    """
+    The host names of edges are not given to tunnels.
+    """
+
+    def test_edge_host_refused(self) -> None:
+        """
+        An HTTP tunnel asking for an HTTPS edge's host by subdomain is
+        refused with C{TK_HOSTNAME_RESERVED}, naming the edge.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "edge.yml")
+        with open(path, "w", encoding="utf-8") as output:
+            output.write(
+                f"edges: {{web: {{type: https, hostports: [app.{PUBLIC_HOST}]}}}}\n"
+            )
+        self.edge = make_edge(edges=load_edge_config(path).edges)
+        self.edge.names.listeners["https"] = object()
+        session, _, _ = self.authed()
+        request = Bind(id="w", name="w", proto="http", opts=HttpOpts(subdomain="app"))
+
+        error = self.refused(request, session.bind)
+
+        self.assertEqual(error.code, "TK_HOSTNAME_RESERVED")
+        self.assertIn("'web'", error.message)

@@ -535,6 +535,7 @@ class EdgeServer(Service):
         """
         Bind a public host name for an HTTP tunnel; see L{HttpNames.bind}.
         """
+        self._check_not_edge(request)
         return self.names.bind(session, request)
 
     # TLS bindings
@@ -543,7 +544,29 @@ class EdgeServer(Service):
         """
         Bind a public host name for a TLS tunnel; see L{HttpNames.bind_tls}.
         """
+        self._check_not_edge(request)
         return self.names.bind_tls(session, request)
+
+    def _check_not_edge(self, request: Bind) -> None:
+        """
+        Refuse a host name that an edge of C{edge.yml} serves.
+
+        @raise TunnelkitError: C{TK_HOSTNAME_RESERVED}.
+        """
+        opts: Any = request.opts
+        name = opts.hostname or (
+            f"{opts.subdomain}.{self.config.domain}" if opts.subdomain else ""
+        )
+        name = name.strip().lower().rstrip(".")
+        if not name:
+            return
+        edge = self.edges.https.lookup(name) or self.edges.tls.lookup(name)
+        if edge is not None:
+            raise TunnelkitError(
+                "TK_HOSTNAME_RESERVED",
+                f"{name} is served by the edge {edge.id!r} defined in this edge's"
+                " edge.yml; choose another name.",
+            )
 
     def route_sni(self, name: str) -> object:
         """
