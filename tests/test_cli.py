@@ -175,9 +175,9 @@ class UsageTests(CommandTestCase):
         """
         An unknown command is a usage error naming it.
         """
-        status = self.run_command("tunnel")
+        status = self.run_command("teleport")
 
-        self.assertUsageError(status, "Unknown command: tunnel", "tunnelkit")
+        self.assertUsageError(status, "Unknown command: teleport", "tunnelkit")
 
     def test_missing_argument(self) -> None:
         """
