@@ -242,8 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = start(programs, directory)
         for name in ROWS:
             wrk(port, name, 1, args.connections)
-        for _ in range(args.rounds):
-            for name in ROWS:
+        for round_number in range(args.rounds):
+            order = list(ROWS) if round_number % 2 == 0 else list(ROWS)[::-1]
+            for name in order:
                 sample = wrk(port, name, args.seconds, args.connections)
                 samples[name].append(sample["requests_per_s"])
     finally:
