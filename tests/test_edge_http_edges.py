@@ -215,3 +215,47 @@ class _Fixed:
 
     def choose(self, request: Any) -> Any:
         return self.decision
+
+
+class ReloadedRouteTests(SynchronousTestCase):
+    """
+    A kept-alive connection survives its edge being loaded again.
+    """
+
+    def test_same_route_after_reload(self) -> None:
+        """
+        After the edges are rebuilt, a later request for the same route
+        goes down the connection's stream instead of being refused.
+        """
+        router = Router()
+        session = FakeSession()
+        groups = TunnelGroups()
+        groups.add(
+            LabeledBinding(
+                binding_id="t0",
+                name="t0",
+                labels=WEB,
+                forwards_to="",
+                session_id="s0",
+                owner="alice",
+                session=session,  # type: ignore[arg-type]
+            )
+        )
+
+        def edge() -> ServedEdge:
+            routes = RouteTable(
+                Route("web", "default", TunnelGroupBackend(groups, WEB))
+            )
+            return ServedEdge("web", "https", (HostPort(HOST, 443),), routes)
+
+        router.edges.https.add(HOST, edge())
+        transport = StringTransport(peerAddress=CLIENT)
+        ingress = HttpIngressFactory(router, "https").buildProtocol(CLIENT)
+        ingress.makeConnection(transport)
+        ingress.dataReceived(f"GET /a HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+
+        router.edges.https.add(HOST, edge())
+        ingress.dataReceived(f"GET /b HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+
+        self.assertEqual(transport.value(), b"")
+        self.assertIn(b"GET /b HTTP/1.1", session.mux.streams[0].payload())

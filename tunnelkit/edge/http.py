@@ -415,7 +415,7 @@ class HttpIngress(Protocol):
             )
         taken = self._route_taken
         if taken is not None:
-            if route is not taken:
+            if route.key != taken.key:
                 self._stop(
                     421,
                     "TK_MISDIRECTED_REQUEST",

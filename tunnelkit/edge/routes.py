@@ -36,6 +36,14 @@ class Route:
     description: str
     backend: IBackend
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """
+        @return: what tells routes apart, the edge and the description: the
+            same route loaded again (on C{SIGHUP}) has the same key.
+        """
+        return (self.edge, self.description)
+
 
 class RouteTable:
     """
