@@ -466,6 +466,7 @@ class BuildBackendTests(SynchronousTestCase):
 
         backend = build("type: echo\nsay: hi\n", factories)
 
+        self.assertTrue(verifyObject(IBackendFactory, factories["echo"]))
         self.assertEqual(backend.choose(request()).body, b"hi")
 
     def test_plugin_builds_no_backend(self) -> None:
@@ -481,10 +482,13 @@ class BuildBackendTests(SynchronousTestCase):
             def build(self, options: Any, builder: Any) -> Any:
                 return object()
 
+        broken = Broken()
+
         error = self.assertRaises(
-            ConfigError, build, "type: broken\n", {**BUILT_IN, "broken": Broken()}
+            ConfigError, build, "type: broken\n", {**BUILT_IN, "broken": broken}
         )
 
+        self.assertTrue(verifyObject(IBackendFactory, broken))
         self.assertIn("built no IBackend", error.message)
 
 
