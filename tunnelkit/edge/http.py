@@ -455,15 +455,8 @@ class HttpIngress(Protocol):
             self.router.reactor.seconds(),
             self._headers,
         )
-        try:
-            return route.backend.choose(request)
-        except Exception:
-            _log.failure(
-                "the backend of edge {edge} route {route} raised instead of"
-                " deciding",
-                edge=edge.id,
-                route=route.description,
-            )
+        decision = route.ask(request)
+        if decision is None:
             self._stop(
                 502,
                 "TK_BACKEND_FAILED",
@@ -471,6 +464,7 @@ class HttpIngress(Protocol):
                 f"The edge could not decide where {host}{path} goes: its backend"
                 " failed. The edge's operator will find the error in its log.",
             )
+        return decision
 
     def _path(self) -> str:
         """

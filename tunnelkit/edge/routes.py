@@ -12,13 +12,17 @@ length of the prefix routes; none of them looks at tunnels.
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from twisted.logger import Logger
+
 from tunnelkit.config._parsing import HostPort
 from tunnelkit.config.edges import EdgeDefinition
 from tunnelkit.edge.backends import BUILT_IN, BuildContext, build_backend
 from tunnelkit.edge.hosts import HostTable
-from tunnelkit.edge.routing import TunnelGroups, label_set
+from tunnelkit.edge.routing import BackendRequest, Decision, TunnelGroups, label_set
 from tunnelkit.edge.backends import TunnelGroupBackend
 from tunnelkit.interfaces import IBackend, IBackendFactory
+
+_log = Logger()
 
 
 @dataclass(eq=False)
@@ -35,6 +39,26 @@ class Route:
     edge: str
     description: str
     backend: IBackend
+
+    def ask(self, request: BackendRequest) -> Decision | None:
+        """
+        Ask the route's backend where a request goes.
+
+        @return: the decision, or C{None} when the backend raised, which is
+            logged here with its traceback, as the
+            L{tunnelkit.interfaces.IBackend} contract says.
+        """
+        try:
+            decision: Decision = self.backend.choose(request)
+        except Exception:
+            _log.failure(
+                "the backend of edge {edge} route {route} raised instead of"
+                " deciding",
+                edge=self.edge,
+                route=self.description,
+            )
+            return None
+        return decision
 
     @property
     def key(self) -> tuple[str, str]:

@@ -59,15 +59,7 @@ def ask_backend(edge: ServedEdge, request: BackendRequest) -> Decision | None:
     route = edge.routes.default
     if route is None:
         return Unavailable("This edge has no backend.")
-    try:
-        decision: Decision = route.backend.choose(request)
-    except Exception:
-        _log.failure(
-            "the backend of edge {edge} raised instead of deciding",
-            edge=edge.id,
-        )
-        return None
-    return decision
+    return route.ask(request)
 
 
 class _TunnelStream(SpliceEnd):
