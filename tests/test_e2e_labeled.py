@@ -192,6 +192,8 @@ class RoutesTests(LabeledTestCase):
         "            - {type: tunnel_group, labels: {app: web}}\n"
         "      - match: /static\n"
         "        backend: {type: static_address, address: 'STATIC'}\n"
+        "      - match: /secure-static\n"
+        "        backend: {type: static_address, address: 'TLS', tls: true}\n"
         "  secure:\n"
         "    type: tls\n"
         f"    hostports: ['secure.{DOMAIN}']\n"
@@ -205,7 +207,15 @@ class RoutesTests(LabeledTestCase):
     @inlineCallbacks
     def setUp(self) -> Steps[None]:
         self.static: RecordingUpstream = yield listen_recording(self)
-        self.edges = self.edges.replace("STATIC", f"127.0.0.1:{self.static.port}")
+        issued = ensure_edge_certificate(
+            FilePath(os.path.abspath(self.mktemp())), ["localhost"]
+        )
+        pem = issued.cert_path.getContent() + issued.key_path.getContent()
+        tls = PrivateCertificate.loadPEM(pem).options()
+        self.static_tls: RecordingUpstream = yield listen_recording(self, tls)
+        self.edges = self.edges.replace(
+            "STATIC", f"127.0.0.1:{self.static.port}"
+        ).replace("TLS", f"localhost:{self.static_tls.port}")
         yield super().setUp()
         self.upstream: RecordingUpstream = yield listen_recording(self)
         yield self.start_labeled(self.upstream.port, "app=web")
@@ -266,6 +276,20 @@ class RoutesTests(LabeledTestCase):
             (200, "/static/page", "https"),
         )
         self.assertEqual(self.upstream.received, [])
+
+    @inlineCallbacks
+    def test_static_address_tls(self) -> Steps[None]:
+        """
+        A static address with C{tls: true} is reached over TLS, without
+        checking its certificate (from a CA nobody trusts here).
+        """
+        fetched = yield self.curl.fetch(self.url("/secure-static/x"))
+
+        [received] = self.static_tls.received
+        self.assertEqual(
+            (fetched.status, received.secure, received.target),
+            (200, True, "/secure-static/x"),
+        )
 
     @inlineCallbacks
     def test_default_route(self) -> Steps[None]:
