@@ -15,6 +15,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from tests.webclients import Curl
+from tests.webservers import listen_recording
+
 from tests.e2e import (
     TOKEN,
     TUNNELKIT,
@@ -128,6 +131,32 @@ class ConsoleTests(TestCase):
         self.assertIn("started tunnel", self.log_messages())
         self.assertTrue(program.text().rstrip().endswith(LEAVE_SCREEN))
         self.assertEqual(program.exit_code, 0)
+
+    @inlineCallbacks
+    def test_requests(self) -> Steps[None]:
+        """
+        The screen shows the web interface's address, and lists each HTTP
+        request through the tunnel with its status, and counts its
+        connection.
+        """
+        upstream = yield listen_recording(self)
+        config = write_file(
+            os.path.join(self.home, "web.yml"),
+            'version: "2"\nweb_addr: 127.0.0.1:0\n',
+        )
+        argv = TUNNELKIT + ["http", str(upstream.port), "--config", config]
+        program = start_on_terminal(self, argv, self.home)
+        forwarding = yield program.wait_for_line(
+            r"Forwarding\s+(http://\S+) -> http://localhost:"
+        )
+        curl = Curl(self, make_directory(self), None)
+
+        fetched = yield curl.fetch(forwarding.group(1) + "/listed?x=1")
+        yield program.wait_for_line(r"GET +/listed\?x=1 +200 OK")
+
+        self.assertEqual(fetched.status, 200)
+        self.assertRegex(program.text(), r"Web Interface\s+http://127\.0\.0\.1:\d+")
+        self.assertRegex(program.text(), r"\n {30}1 +[01] +\d")
 
     @inlineCallbacks
     def test_ctrl_c(self) -> Steps[None]:

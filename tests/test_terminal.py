@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelkit import cli
 from tunnelkit.agent.app import AgentApplication
+from tunnelkit.agent.captures import Capture, CapturedRequest, CapturedResponse
 from tunnelkit.agent.console import ConsoleState
 from tunnelkit.agent.service import AgentService
 from tunnelkit.agent.terminal import (
@@ -31,6 +32,7 @@ from tunnelkit.agent.terminal import (
     ConsoleScreen,
     RecentRequests,
     agent_state,
+    console_screen,
     is_terminal,
     terminal_size,
 )
@@ -374,13 +376,70 @@ class AgentStateTests(SynchronousTestCase):
 
     def test_web_interface(self) -> None:
         """
-        The web interface's address is shown, and not when C{web_addr} is
-        C{false}.
+        The web interface's address is the one the application listens on,
+        and none before it listens or when it is off.
         """
-        shown = agent_state(self.app(), RecentRequests())
-        off = agent_state(self.app(AgentConfig(web_addr=None)), RecentRequests())
+        app = self.app()
+        before = agent_state(app, RecentRequests())
 
-        self.assertEqual((shown.web_url, off.web_url), ("http://127.0.0.1:4040", None))
+        app.web_url = "http://127.0.0.1:4041"
+        after = agent_state(app, RecentRequests())
+
+        self.assertEqual((before.web_url, after.web_url), (None, app.web_url))
+
+
+class ConsoleScreenOfAppTests(SynchronousTestCase):
+    """
+    L{console_screen} draws an application's console, with the requests of
+    its capture store.
+    """
+
+    def test_requests_listed(self) -> None:
+        """
+        A request captured is drawn shortly after, and again with its
+        status once its response came; clearing the store clears the list.
+        """
+        clock = Clock()
+        stream = io.StringIO()
+        app = AgentApplication(AgentConfig(), [WEB], clock)
+        assert app.inspection is not None
+        store = app.inspection.store
+        screen = console_screen(app, clock, stream, "black")
+        screen.startService()
+        self.addCleanup(screen.restore)
+        request = CapturedRequest(method="GET", uri="/listed")
+        exchange = Capture("web", "127.0.0.1", NOON.timestamp(), request)
+
+        store.add(exchange)
+        clock.advance(EVENT_DELAY)
+        pending = stream.getvalue()
+        exchange.response = CapturedResponse(status_code=404, reason="Not Found")
+        store.complete(exchange)
+        clock.advance(EVENT_DELAY)
+        answered = stream.getvalue()[len(pending) :]
+        store.clear()
+        clock.advance(EVENT_DELAY)
+        cleared = stream.getvalue()[len(pending) + len(answered) :]
+
+        self.assertRegex(pending, r"GET +/listed\x1b\[K")
+        self.assertRegex(answered, r"GET +/listed +404 Not Found")
+        self.assertNotIn("/listed", cleared)
+        self.assertIn("Session Status", cleared)
+
+    def test_no_inspection(self) -> None:
+        """
+        With inspection off there is no store to follow, and the console
+        still draws.
+        """
+        clock = Clock()
+        stream = io.StringIO()
+        app = AgentApplication(AgentConfig(inspect_db_size=-1), [WEB], clock)
+        screen = console_screen(app, clock, stream, "black")
+
+        screen.startService()
+        screen.restore()
+
+        self.assertIn("Session Status", stream.getvalue())
 
 
 class ConsoleCommandTests(CommandTestCase):

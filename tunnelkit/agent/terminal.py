@@ -117,18 +117,6 @@ class RecentRequests:
         return sorted(self._lines.values(), key=lambda line: line.start, reverse=True)
 
 
-def web_interface_url(app: Any) -> str | None:
-    """
-    @return: the web interface's address: the application's C{web_url}
-        once it serves one, else the configured C{web_addr}'s, or C{None}
-        when C{web_addr} is C{false}.
-    """
-    if hasattr(app, "web_url"):
-        return app.web_url
-    web_addr = app.config.web_addr
-    return None if web_addr is None else f"http://{web_addr}"
-
-
 def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
     """
     @param app: the L{tunnelkit.agent.app.AgentApplication}.
@@ -139,7 +127,7 @@ def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
         return ConsoleState(
             "connecting",
             __version__,
-            web_url=web_interface_url(app),
+            web_url=app.web_url,
             requests=requests.lines(),
         )
     edge = str(agent.edge) + (" (embedded)" if app.edge is not None else "")
@@ -154,7 +142,7 @@ def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
         version=__version__,
         edge=edge,
         latency=session.mux.latency if session is not None else None,
-        web_url=web_interface_url(app),
+        web_url=app.web_url,
         forwarding=forwarding,
         connections=agent.metrics.to_json()["conns"],
         requests=requests.lines(),
@@ -288,7 +276,8 @@ def console_screen(
 ) -> ConsoleScreen:
     """
     Build the console of an agent application, fed the HTTP requests of its
-    capture store.
+    capture store; with inspection off (C{inspect_db_size: -1}) nothing is
+    captured, so the console lists no requests.
 
     @param app: the L{tunnelkit.agent.app.AgentApplication}.
     @param stream: the terminal.
@@ -298,4 +287,6 @@ def console_screen(
     requests = RecentRequests()
     screen = ConsoleScreen(reactor, stream, lambda: agent_state(app, requests), colour)
     requests.on_change = screen.redraw_soon
+    if app.inspection is not None:
+        app.inspection.store.subscribe(requests.observe, requests.clear)
     return screen
