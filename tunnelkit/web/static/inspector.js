@@ -724,12 +724,15 @@ function shortcut(event) {
     return;
   }
   const inList = elements.list.contains(document.activeElement);
-  const onPage = inList || document.activeElement === document.body || document.activeElement === elements.detail;
+  // The arrows move in the list only from the list itself or from nowhere
+  // in particular; elsewhere (the details) they scroll as usual.
+  const arrows = inList || document.activeElement === document.body;
+  const onPage = arrows || document.activeElement === elements.detail;
   const entry = state.entries.get(state.openId);
   const digits = { Digit1: 0, Digit2: 1, Digit3: 2, Digit4: 3 };
-  if (event.key === "j" || (event.key === "ArrowDown" && onPage)) {
+  if (event.key === "j" || (event.key === "ArrowDown" && arrows)) {
     moveFocus(1);
-  } else if (event.key === "k" || (event.key === "ArrowUp" && onPage)) {
+  } else if (event.key === "k" || (event.key === "ArrowUp" && arrows)) {
     moveFocus(-1);
   } else if (event.key === "/") {
     elements.filter.focus();
