@@ -292,6 +292,27 @@ class RoutesTests(LabeledTestCase):
         )
 
     @inlineCallbacks
+    def test_routes_on_one_connection(self) -> Steps[None]:
+        """
+        Requests for two routes on one kept-alive connection each reach
+        their own target, the second once the first is answered.
+        """
+        ran = yield self.curl.run(
+            ["-o", "/dev/null", "-o", "/dev/null"]
+            + ["-w", "%{http_code} %{num_connects}\\n"]
+            + [self.url("/failover/one"), self.url("/static/two")]
+        )
+
+        self.assertEqual(ran.text("out").split(), ["200", "1", "200", "0"])
+        self.assertEqual(
+            (
+                [r.target for r in self.upstream.received],
+                [r.target for r in self.static.received],
+            ),
+            (["/failover/one"], ["/static/two"]),
+        )
+
+    @inlineCallbacks
     def test_default_route(self) -> Steps[None]:
         """
         A path no route matches goes to the edge's own group, C{edge=web},

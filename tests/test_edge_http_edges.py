@@ -70,6 +70,8 @@ class EdgeRoutingTests(SynchronousTestCase):
         fixed = _Fixed(FixedResponse(418, (("X-Teapot", "yes"),), b"short"))
         routes.add("path_prefix", "/tea", Route("web", "path_prefix /tea", fixed))
         routes.add("path_prefix", "/bug", Route("web", "path_prefix /bug", Raising()))
+        other = TunnelGroupBackend(self.groups, label_set({"app": "other"}))
+        routes.add("path_prefix", "/other", Route("web", "path_prefix /other", other))
         edge = ServedEdge("web", "https", (HostPort(HOST, 443),), routes)
         self.router.edges.https.add(HOST, edge)
 
@@ -122,18 +124,59 @@ class EdgeRoutingTests(SynchronousTestCase):
         self.assertEqual([len(s.mux.streams) for s in self.sessions], [1, 0])
         self.assertIn(b"GET /b HTTP/1.1", self.sessions[0].mux.streams[0].payload())
 
-    def test_other_route_misdirected(self) -> None:
+    def test_other_route_answered_after(self) -> None:
         """
-        A later request on the connection for another route is answered
-        C{421} once the earlier response is done.
+        A later request on the connection for a route that answers itself
+        is answered once the earlier response is done.
         """
         ingress, transport = self.connect()
         ingress.dataReceived(self.request("/a"))
 
         ingress.dataReceived(self.request("/tea"))
-        self.sessions[0].mux.streams[0].end()
+        waited = transport.value()
+        stream = self.sessions[0].mux.streams[0]
+        stream.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        stream.end()
 
-        self.assertIn(b"421 Misdirected Request", transport.value())
+        self.assertEqual((waited, stream.write_closed), (b"", True))
+        self.assertIn(b"HTTP/1.1 418 I'm a Teapot", transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+
+    def test_other_route_switches(self) -> None:
+        """
+        A later request on the connection for another route's tunnel waits,
+        unread, until the earlier stream has ended, then goes on a stream of
+        its own to that tunnel; the first tunnel no longer counts the
+        connection.
+        """
+        other = FakeSession()
+        tunnel = LabeledBinding(
+            binding_id="o",
+            name="o",
+            labels=label_set({"app": "other"}),
+            forwards_to="",
+            session_id="so",
+            owner="alice",
+            session=other,  # type: ignore[arg-type]
+        )
+        self.groups.add(tunnel)
+        ingress, transport = self.connect()
+        ingress.dataReceived(self.request("/a"))
+
+        ingress.dataReceived(self.request("/other/b"))
+        before = len(other.mux.streams)
+        first = self.sessions[0].mux.streams[0]
+        ended = (first.write_closed, first.producer)
+        first.end()
+
+        [stream] = other.mux.streams
+        self.assertEqual((before, ended), (0, (True, None)))
+        self.assertEqual(stream.header().binding_id, "o")
+        self.assertIn(b"GET /other/b HTTP/1.1", stream.payload())
+        self.assertEqual(
+            (self.tunnels[0].open_connections, tunnel.open_connections), (0, 1)
+        )
+        self.assertEqual(transport.producerState, "producing")
 
     def test_fixed_response(self) -> None:
         """

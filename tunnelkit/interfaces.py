@@ -63,8 +63,9 @@ class IBackend(Interface):
 
     The edge asks the backend of a route once for each public connection
     of a TCP or TLS edge, and once for each HTTP connection of an HTTPS
-    edge (the later requests of a kept-alive connection that match the same
-    route go where the first one went).
+    edge and route: the later requests of a kept-alive connection that
+    match the same route go where the first one went, and a request for
+    another route is asked about anew.
 
     Errors: C{choose} must not raise for any request, however odd. An
     exception it raises is treated as a bug in the backend: the edge logs it

@@ -19,6 +19,14 @@ only once the agent has finished the earlier ones: the edge half-closes the
 stream, waits for the agent to close its side, then writes its error page
 and closes the connection.
 
+A host of an HTTPS edge of C{edge.yml} is served by the edge's routes
+(see L{tunnelkit.edge.routes}): the first request of a connection for a
+route asks the route's backend for a target, the later ones for the same
+route follow it, and a request for another route waits, unread, until the
+earlier stream has ended, then goes to its own route's target. Known
+limit: a pipelined request for a third route, sent while such a switch
+waits, is answered C{421}.
+
 Known limit: a connection idle between requests is closed by the
 upstream's keep-alive timeout, not by the edge, and holds one stream of the
 agent's session until then.
@@ -27,6 +35,7 @@ agent's session until then.
 from typing import Any, NoReturn
 
 import httptools
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -110,6 +119,9 @@ class HttpIngress(Protocol):
         self._authority: bytes | None = None
         self._binding: HttpBinding | LabeledBinding | None = None
         self._route_taken: Route | None = None
+        self._previous: RequestStream | None = None
+        self._producer_registered = False
+        self._next: TunnelTarget | StaticAddress | None = None
         self._stream: RequestStream | None = None
         self._refusal: _Refusal | None = None
 
@@ -185,6 +197,9 @@ class HttpIngress(Protocol):
         if binding is not None:
             binding.open_connections -= 1
             self._binding = None
+        previous, self._previous = self._previous, None
+        if previous is not None:
+            previous.abort()
         stream, self._stream = self._stream, None
         if stream is not None and stream.connecting is not None:
             stream.abort()
@@ -414,19 +429,22 @@ class HttpIngress(Protocol):
                 f"No route of the edge {edge.id} serves {path}; check the URL.",
             )
         taken = self._route_taken
-        if taken is not None:
-            if route.key != taken.key:
-                self._stop(
-                    421,
-                    "TK_MISDIRECTED_REQUEST",
-                    "Misdirected request",
-                    f"This connection serves another route of {host}; open a new"
-                    f" connection for {path}.",
-                )
+        if taken is not None and route.key == taken.key:
             binding = self._binding
             return binding if isinstance(binding, LabeledBinding) else None
+        if taken is not None and (self._next is not None or self._stream is None):
+            self._stop(
+                421,
+                "TK_MISDIRECTED_REQUEST",
+                "Misdirected request",
+                f"This connection is still switching to another route of {host};"
+                f" open a new connection for {path}.",
+            )
         self._host = host
         decision = self._decide(route, edge, host, path)
+        if taken is not None and isinstance(decision, (TunnelTarget, StaticAddress)):
+            self._switch(route, decision)
+            return decision.binding if isinstance(decision, TunnelTarget) else None
         if isinstance(decision, TunnelTarget):
             self._route_taken = route
             return decision.binding
@@ -519,7 +537,18 @@ class HttpIngress(Protocol):
 
     # The stream to the agent
 
-    def _open_stream(self, binding: HttpBinding | LabeledBinding) -> None:
+    def _open_stream(
+        self,
+        binding: HttpBinding | LabeledBinding,
+        stream: RequestStream | None = None,
+    ) -> None:
+        """
+        Open a stream to the agent serving C{binding}.
+
+        @param stream: the stream to open, holding bytes already written to
+            it, or C{None} for a new one.
+        @raise _Refusal: when the agent's session cannot open streams now.
+        """
         session = binding.session
         assert session is not None
         header = encode_message(
@@ -529,7 +558,10 @@ class HttpIngress(Protocol):
                 proto=self.scheme,
             )
         )
-        stream = RequestStream(self, header)
+        if stream is None:
+            stream = RequestStream(self, header)
+        stream.header = header
+        waited = stream.connecting is not None
         try:
             opened = session.mux.open_stream(stream)
         except TunnelkitError as error:
@@ -546,8 +578,54 @@ class HttpIngress(Protocol):
         self._binding = binding
         binding.open_connections += 1
         binding.total_connections += 1
-        self.stream_connected(stream)
+        if not waited:
+            self.stream_connected(stream)
         opened.addErrback(self._not_opened, stream, binding)
+
+    def _switch(self, route: Route, decision: TunnelTarget | StaticAddress) -> None:
+        """
+        A request on this connection goes to another route than the earlier
+        ones: end the current stream, and keep the request (the client's
+        bytes unread meanwhile) until the earlier responses are done, then
+        open a stream to the new target (see L{_start_next}).
+        """
+        previous = self._stream
+        assert previous is not None
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.open_connections -= 1
+        waiting = RequestStream(self, b"")
+        waiting.connecting = Deferred()
+        waiting.connecting.addErrback(lambda failure: None)
+        self._previous, self._stream, self._next = previous, waiting, decision
+        self._route_taken = route
+        self.transport.pauseProducing()
+        if previous.transport is not None:
+            # The public connection stops feeding the ending stream, which
+            # would otherwise stop it, closing it, as the stream ends.
+            previous.transport.unregisterProducer()
+        previous.half_close()
+
+    def _start_next(self) -> None:
+        """
+        The earlier route's responses are done: open the stream the waiting
+        request goes to.
+        """
+        stream, decision, self._next = self._stream, self._next, None
+        assert stream is not None and decision is not None
+        if isinstance(decision, StaticAddress):
+            connect_static(self.router.reactor, decision, stream)
+            assert stream.connecting is not None
+            stream.connecting.addErrback(self._static_failed, stream, decision)
+            return
+        try:
+            self._open_stream(decision.binding, stream)
+        except _Refusal as refusal:
+            self._refusal = None
+            self._stream = None
+            self._state = "refused"
+            self.transport.write(refusal.response)
+            self.transport.loseConnection()
 
     def stream_connected(self, stream: RequestStream, resume: bool = False) -> None:
         """
@@ -560,6 +638,9 @@ class HttpIngress(Protocol):
         if stream is not self._stream or self.lost:
             return
         read_in_large_pieces(self.transport)
+        if self._producer_registered:
+            self.transport.unregisterProducer()
+        self._producer_registered = True
         self.transport.registerProducer(stream.transport, True)
         stream.transport.registerProducer(self.transport, True)
         if resume:
@@ -689,6 +770,15 @@ class HttpIngress(Protocol):
         The agent closed the stream: close the public connection, after the
         edge's own answer if one waits for the agent's responses to end.
         """
+        if stream is self._previous:
+            self._previous = None
+            if self.lost:
+                return
+            if reason.check(type(connectionDone.value)):
+                self._start_next()
+            else:
+                self.transport.abortConnection()
+            return
         if stream is not self._stream:
             return
         self._stream = None
