@@ -309,6 +309,20 @@ class RecentRequestsTests(SynchronousTestCase):
 
         self.assertEqual([line.uri for line in recent.lines()], ["/9", "/8", "/7"])
 
+    def test_completion_keeps_place(self) -> None:
+        """
+        A request completed late is still the oldest one: the next new
+        request pushes it out.
+        """
+        recent = RecentRequests(limit=2)
+        recent.observe(capture("a", 1, "/a"))
+        recent.observe(capture("b", 2, "/b"))
+        recent.observe(capture("a", 1, "/a", "200 OK"))
+
+        recent.observe(capture("c", 3, "/c"))
+
+        self.assertEqual([line.uri for line in recent.lines()], ["/c", "/b"])
+
     def test_clear(self) -> None:
         """
         Clearing forgets every request.
@@ -336,13 +350,15 @@ class AgentStateTests(SynchronousTestCase):
 
     def test_before_the_agent(self) -> None:
         """
-        Before the agent service exists, the console shows it connecting.
+        Before the agent service exists, the console shows it connecting,
+        with its tunnels not bound yet.
         """
         app = AgentApplication(AgentConfig(), [WEB], Clock())
 
         shown = agent_state(app, RecentRequests())
 
-        self.assertEqual((shown.status, shown.forwarding), ("connecting", ()))
+        self.assertEqual(shown.status, "connecting")
+        self.assertEqual(list(shown.forwarding), [(None, "http://localhost:8000")])
 
     def test_agent(self) -> None:
         """
@@ -373,6 +389,28 @@ class AgentStateTests(SynchronousTestCase):
             (shown.connections["count"], shown.connections["gauge"]), (1, 1)
         )
         self.assertEqual([line.uri for line in shown.requests], ["/x"])
+
+    def test_labeled(self) -> None:
+        """
+        A labeled tunnel, which has no URL, is shown with its labels.
+        """
+        labeled = TunnelDefinition(
+            name="api",
+            proto=None,
+            labels=(("app", "web"),),
+            addr=UpstreamAddress("http", "localhost", 8000),
+        )
+        clock = Clock()
+        app = AgentApplication(AgentConfig(), [labeled], clock)
+        app.agent = AgentService(
+            AgentConfig(), [labeled], clock, HostPort("127.0.0.1", 4443), None
+        )
+
+        shown = agent_state(app, RecentRequests())
+
+        self.assertEqual(
+            list(shown.forwarding), [("labels app=web", "http://localhost:8000")]
+        )
 
     def test_web_interface(self) -> None:
         """

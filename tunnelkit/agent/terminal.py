@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from tunnelkit import __version__
 from tunnelkit.agent.console import ConsoleState, RequestLine, paint, render
+from tunnelkit.agent.tunnel import upstream_display
 
 _log = Logger()
 
@@ -97,9 +98,9 @@ class RecentRequests:
             uri=capture.uri,
             status=capture.status or "",
         )
-        self._lines.pop(capture.id, None)
+        known = capture.id in self._lines
         self._lines[capture.id] = line
-        while len(self._lines) > self._limit:
+        while not known and len(self._lines) > self._limit:
             del self._lines[next(iter(self._lines))]
         self.on_change()
 
@@ -124,19 +125,27 @@ def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
     """
     agent = app.agent
     if agent is None:
+        waiting = [
+            (None, upstream_display(definition.addr, definition.proto))
+            for definition in app.tunnel_definitions
+        ]
         return ConsoleState(
             "connecting",
             __version__,
             web_url=app.web_url,
+            forwarding=waiting,
             requests=requests.lines(),
         )
     edge = str(agent.edge) + (" (embedded)" if app.edge is not None else "")
     session = agent.session
-    forwarding = [
-        (url, tunnel.forwards_to)
-        for tunnel in agent.tunnels.values()
-        for url in tunnel.public_urls or (None,)
-    ]
+    forwarding: list[tuple[str | None, str]] = []
+    for tunnel in agent.tunnels.values():
+        if tunnel.labels:
+            forwarding.append((f"labels {tunnel.labels}", tunnel.forwards_to))
+            continue
+        forwarding += [
+            (url, tunnel.forwards_to) for url in tunnel.public_urls or (None,)
+        ]
     return ConsoleState(
         status=agent.status,
         version=__version__,
