@@ -289,7 +289,7 @@ class _HttpResponseFactory:
             or isinstance(status, bool)
             or not 200 <= status <= 599
         ):
-            raise ValueError(f"status must be an HTTP status from 200 to 599")
+            raise ValueError("status must be an HTTP status from 200 to 599")
         headers = options.get("headers") or {}
         if not isinstance(headers, dict):
             raise ValueError("headers must be a mapping of names to values")

@@ -35,7 +35,6 @@ agent's session until then.
 from typing import Any, NoReturn
 
 import httptools
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -45,21 +44,11 @@ from zope.interface import implementer
 from tunnelkit.addresses import format_address
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.hosts import normalise_host
-from tunnelkit.edge.httpstreams import (
-    RequestStream,
-    connect_static,
-    fixed_response,
-    http_request,
-)
+from tunnelkit.edge.httpedges import EdgeRouting, Refusal
+from tunnelkit.edge.httpstreams import RequestStream
 from tunnelkit.edge.names import HttpBinding
-from tunnelkit.edge.routes import Route, ServedEdge
-from tunnelkit.edge.routing import (
-    FixedResponse,
-    LabeledBinding,
-    StaticAddress,
-    TunnelTarget,
-    Unavailable,
-)
+from tunnelkit.edge.routes import Route
+from tunnelkit.edge.routing import LabeledBinding, StaticAddress, TunnelTarget
 from tunnelkit.errorpage import error_response
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.interfaces import IHttpRouter
@@ -71,18 +60,8 @@ _log = Logger()
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 
 
-class _Refusal(Exception):
-    """
-    Stop parsing: the edge answers this request itself.
-    """
-
-    def __init__(self, response: bytes, code: str) -> None:
-        super().__init__(code)
-        self.response = response
-
-
 @implementer(IHalfCloseableProtocol)
-class HttpIngress(Protocol):
+class HttpIngress(EdgeRouting, Protocol):
     """
     One public connection to the HTTP or HTTPS listener.
 
@@ -123,7 +102,7 @@ class HttpIngress(Protocol):
         self._producer_registered = False
         self._next: TunnelTarget | StaticAddress | None = None
         self._stream: RequestStream | None = None
-        self._refusal: _Refusal | None = None
+        self._refusal: Refusal | None = None
 
     # The public connection
 
@@ -399,101 +378,6 @@ class HttpIngress(Protocol):
         self._host = host
         return binding
 
-    def _route_edge(
-        self, edge: ServedEdge, host: str, method: bytes
-    ) -> LabeledBinding | None:
-        """
-        Route a request for an HTTPS edge: find the route of its path, and
-        for the first request of the connection ask the route's backend
-        where it goes.
-
-        @return: the labeled tunnel to open a stream to, or C{None} when
-            the connection already has its stream (or a static address is
-            being connected).
-        """
-        if self._host is not None and host != self._host:
-            self._stop(
-                421,
-                "TK_MISDIRECTED_REQUEST",
-                "Misdirected request",
-                f"This connection was opened for {self._host}, not {host}; open a"
-                " new connection for each host.",
-            )
-        path = self._path()
-        route = edge.routes.match(path)
-        if route is None:
-            self._stop(
-                404,
-                "TK_ROUTE_NOT_FOUND",
-                "Route not found",
-                f"No route of the edge {edge.id} serves {path}; check the URL.",
-            )
-        taken = self._route_taken
-        if taken is not None and route.key == taken.key:
-            binding = self._binding
-            return binding if isinstance(binding, LabeledBinding) else None
-        if taken is not None and (self._next is not None or self._stream is None):
-            self._stop(
-                421,
-                "TK_MISDIRECTED_REQUEST",
-                "Misdirected request",
-                f"This connection is still switching to another route of {host};"
-                f" open a new connection for {path}.",
-            )
-        self._host = host
-        decision = self._decide(route, edge, host, path)
-        if taken is not None and isinstance(decision, (TunnelTarget, StaticAddress)):
-            self._switch(route, decision)
-            return decision.binding if isinstance(decision, TunnelTarget) else None
-        if isinstance(decision, TunnelTarget):
-            self._route_taken = route
-            return decision.binding
-        if isinstance(decision, StaticAddress):
-            self._route_taken = route
-            self._open_static(decision)
-            return None
-        if isinstance(decision, FixedResponse):
-            response = fixed_response(decision, method == b"HEAD")
-            self._refusal = _Refusal(response, "fixed")
-            raise self._refusal
-        sentence = decision.sentence if isinstance(decision, Unavailable) else ""
-        self._stop(
-            503,
-            "TK_BACKEND_UNAVAILABLE",
-            "No tunnel available",
-            f"Nothing serves {host}{path} right now: {sentence}",
-        )
-
-    def _decide(self, route: Route, edge: ServedEdge, host: str, path: str) -> Any:
-        request = http_request(
-            edge,
-            host,
-            path,
-            format_address(self.client),
-            self.router.reactor.seconds(),
-            self._headers,
-        )
-        decision = route.ask(request)
-        if decision is None:
-            self._stop(
-                502,
-                "TK_BACKEND_FAILED",
-                "Backend failed",
-                f"The edge could not decide where {host}{path} goes: its backend"
-                " failed. The edge's operator will find the error in its log.",
-            )
-        return decision
-
-    def _path(self) -> str:
-        """
-        @return: the request's path without its query, as routes match it.
-        """
-        target = self._url
-        if self._authority is not None:
-            rest = target.split(b"/", 3)[3:]
-            target = b"/" + (rest[0] if rest else b"")
-        return target.split(b"?", 1)[0].decode("latin-1")
-
     def _request_head(
         self, method: bytes, host_header: bytes, forwarded_for: bytes | None
     ) -> bytes:
@@ -547,7 +431,7 @@ class HttpIngress(Protocol):
 
         @param stream: the stream to open, holding bytes already written to
             it, or C{None} for a new one.
-        @raise _Refusal: when the agent's session cannot open streams now.
+        @raise Refusal: when the agent's session cannot open streams now.
         """
         session = binding.session
         assert session is not None
@@ -582,51 +466,6 @@ class HttpIngress(Protocol):
             self.stream_connected(stream)
         opened.addErrback(self._not_opened, stream, binding)
 
-    def _switch(self, route: Route, decision: TunnelTarget | StaticAddress) -> None:
-        """
-        A request on this connection goes to another route than the earlier
-        ones: end the current stream, and keep the request (the client's
-        bytes unread meanwhile) until the earlier responses are done, then
-        open a stream to the new target (see L{_start_next}).
-        """
-        previous = self._stream
-        assert previous is not None
-        binding, self._binding = self._binding, None
-        if binding is not None:
-            binding.open_connections -= 1
-        waiting = RequestStream(self, b"")
-        waiting.connecting = Deferred()
-        waiting.connecting.addErrback(lambda failure: None)
-        self._previous, self._stream, self._next = previous, waiting, decision
-        self._route_taken = route
-        self.transport.pauseProducing()
-        if previous.transport is not None:
-            # The public connection stops feeding the ending stream, which
-            # would otherwise stop it, closing it, as the stream ends.
-            previous.transport.unregisterProducer()
-        previous.half_close()
-
-    def _start_next(self) -> None:
-        """
-        The earlier route's responses are done: open the stream the waiting
-        request goes to.
-        """
-        stream, decision, self._next = self._stream, self._next, None
-        assert stream is not None and decision is not None
-        if isinstance(decision, StaticAddress):
-            connect_static(self.router.reactor, decision, stream)
-            assert stream.connecting is not None
-            stream.connecting.addErrback(self._static_failed, stream, decision)
-            return
-        try:
-            self._open_stream(decision.binding, stream)
-        except _Refusal as refusal:
-            self._refusal = None
-            self._stream = None
-            self._state = "refused"
-            self.transport.write(refusal.response)
-            self.transport.loseConnection()
-
     def stream_connected(self, stream: RequestStream, resume: bool = False) -> None:
         """
         The stream can carry bytes: let each side's backpressure pause the
@@ -645,44 +484,6 @@ class HttpIngress(Protocol):
         stream.transport.registerProducer(self.transport, True)
         if resume:
             self.transport.resumeProducing()
-
-    def _open_static(self, address: StaticAddress) -> None:
-        """
-        Connect to a static address for this connection's requests; the
-        client's bytes wait, unread, until it answers.
-        """
-        stream = RequestStream(self, b"")
-        self._stream = stream
-        self.transport.pauseProducing()
-        connect_static(self.router.reactor, address, stream)
-        assert stream.connecting is not None
-        stream.connecting.addErrback(self._static_failed, stream, address)
-
-    def _static_failed(
-        self, reason: Failure, stream: RequestStream, address: StaticAddress
-    ) -> None:
-        stream.connecting = None
-        if stream is not self._stream or self.lost:
-            return
-        _log.warn(
-            "cannot reach {host}:{port} for {client}: {error}",
-            host=address.host,
-            port=address.port,
-            client=format_address(self.client),
-            error=reason.getErrorMessage(),
-        )
-        self._stream = None
-        self._state = "refused"
-        self.transport.write(
-            error_response(
-                502,
-                "TK_STATIC_UNREACHABLE",
-                "Upstream unreachable",
-                f"The edge could not connect to the address serving {self._host}."
-                " Try again in a moment.",
-            )
-        )
-        self.transport.loseConnection()
 
     def _not_opened(
         self,
@@ -806,12 +607,12 @@ class HttpIngress(Protocol):
         """
         Refuse the request being parsed and stop parsing.
 
-        @raise _Refusal: always; the parser turns it into
+        @raise Refusal: always; the parser turns it into
             C{HttpParserCallbackError}, which L{_feed} handles.
         """
         head_only = self._parser.get_method() == b"HEAD"
         response = error_response(status, code, title, sentence, headers, head_only)
-        self._refusal = _Refusal(response, code)
+        self._refusal = Refusal(response, code)
         _log.info(
             "refused a request from {client}: {code}",
             client=format_address(self.client),
@@ -824,9 +625,9 @@ class HttpIngress(Protocol):
         """
         Answer with an error outside a parser callback.
         """
-        self._answer(_Refusal(error_response(status, code, title, sentence), code))
+        self._answer(Refusal(error_response(status, code, title, sentence), code))
 
-    def _answer(self, refusal: _Refusal) -> None:
+    def _answer(self, refusal: Refusal) -> None:
         self._state = "refused"
         self._forwarding = False
         self._cancel_head_timer()
