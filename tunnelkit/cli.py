@@ -365,7 +365,8 @@ def write_summary(stdout: IO[str], app: Any) -> None:
 def _run_edge(
     options: usage.Options, stdout: IO[str], stderr: IO[str], reactor: Any
 ) -> int:
-    from tunnelkit.edge.server import EdgeServer, reload_on_sighup
+    from tunnelkit.edge.labeled import reload_on_sighup
+    from tunnelkit.edge.server import EdgeServer
 
     config = load_edge_config(options["config"])
     install_logs(options, config.log, config.log_format, config.log_level, stderr)

@@ -7,8 +7,6 @@ connections of TLS bindings through by their SNI names).
 
 import os
 import secrets
-import signal
-from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -28,17 +26,17 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from tunnelkit.config import AuthtokenGrant, ConfigError, EdgeConfig, load_edge_config
+from tunnelkit.config import AuthtokenGrant, EdgeConfig
 from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
-from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.http import HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
-from tunnelkit.edge.sni import TERMINATE, ISniRouter, SniDispatchFactory, TlsBinding
+from tunnelkit.edge.sni import ISniRouter, SniDispatchFactory, TlsBinding
 from tunnelkit.edge.ports import AffinityTokens, PortBook
-from tunnelkit.edge.routes import build_edges, tcp_ports
+from tunnelkit.edge.labeled import EdgeDefinitions
+from tunnelkit.edge.routes import EdgeRoutes, tcp_ports
 from tunnelkit.edge.routing import LabeledBinding, TunnelGroups
 from tunnelkit.edge.session import EdgeSession
-from tunnelkit.edge.tcpedges import TcpEdgeListeners, TlsEdgeDestination
+from tunnelkit.edge.tcpedges import TcpEdgeListeners
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
 from tunnelkit.errors import TunnelkitError
@@ -90,8 +88,8 @@ class EdgeServer(Service):
         listeners.
     @ivar ca_path: the generated CA certificate agents must trust, when the
         edge made its own certificate.
-    @ivar groups: the labeled tunnels online, by label set.
-    @ivar edges: the edges of C{edge.yml}, built with their backends.
+    @ivar definitions: the edges of C{edge.yml} and the labeled tunnels
+        they route to.
     """
 
     region = "self-hosted"
@@ -114,9 +112,7 @@ class EdgeServer(Service):
         self.tcp_bindings: dict[int, TcpBinding] = {}
         self.names = HttpNames(config)
         self.hosts = self.names.hosts
-        self.groups = TunnelGroups()
-        self.edges = build_edges(config.edges, self.groups, backend_factories())
-        self.tcp_edges = TcpEdgeListeners(self)
+        self.definitions = EdgeDefinitions(self)
         self.head_timeout = config.http_head_timeout
         self.max_header_size = config.http_max_header_size
         self.http_ports: dict[str, IListeningPort] = self.names.listeners
@@ -535,7 +531,7 @@ class EdgeServer(Service):
         """
         Bind a public host name for an HTTP tunnel; see L{HttpNames.bind}.
         """
-        self._check_not_edge(request)
+        self.definitions.check_not_edge(request)
         return self.names.bind(session, request)
 
     # TLS bindings
@@ -544,29 +540,8 @@ class EdgeServer(Service):
         """
         Bind a public host name for a TLS tunnel; see L{HttpNames.bind_tls}.
         """
-        self._check_not_edge(request)
+        self.definitions.check_not_edge(request)
         return self.names.bind_tls(session, request)
-
-    def _check_not_edge(self, request: Bind) -> None:
-        """
-        Refuse a host name that an edge of C{edge.yml} serves.
-
-        @raise TunnelkitError: C{TK_HOSTNAME_RESERVED}.
-        """
-        opts: Any = request.opts
-        name = opts.hostname or (
-            f"{opts.subdomain}.{self.config.domain}" if opts.subdomain else ""
-        )
-        name = name.strip().lower().rstrip(".")
-        if not name:
-            return
-        edge = self.edges.https.lookup(name) or self.edges.tls.lookup(name)
-        if edge is not None:
-            raise TunnelkitError(
-                "TK_HOSTNAME_RESERVED",
-                f"{name} is served by the edge {edge.id!r} defined in this edge's"
-                " edge.yml; choose another name.",
-            )
 
     def route_sni(self, name: str) -> object:
         """
@@ -575,11 +550,9 @@ class EdgeServer(Service):
         any tunnel's; a TLS edge's host is passed through to the target its
         backend picks; other names go where L{HttpNames.route_sni} says.
         """
-        if self.edges.https.lookup(name) is not None:
-            return TERMINATE
-        tls_edge = self.edges.tls.lookup(name)
-        if tls_edge is not None:
-            return TlsEdgeDestination(self, tls_edge, name)
+        destination = self.definitions.route_sni(name)
+        if destination is not None:
+            return destination
         return self.names.route_sni(name)
 
     def unbind_http(self, binding: HttpBinding | TlsBinding) -> None:
@@ -588,126 +561,60 @@ class EdgeServer(Service):
         """
         self.names.unbind(binding)
 
-    # Labeled tunnels and edges
+    # Labeled tunnels and edges: see L{EdgeDefinitions}
+
+    @property
+    def groups(self) -> TunnelGroups:
+        """
+        The labeled tunnels online, by label set.
+        """
+        return self.definitions.groups
+
+    @property
+    def edges(self) -> EdgeRoutes:
+        """
+        The edges of C{edge.yml}, built with their backends.
+        """
+        return self.definitions.edges
+
+    @property
+    def tcp_edges(self) -> TcpEdgeListeners:
+        """
+        The listeners of the TCP edges.
+        """
+        return self.definitions.listeners
 
     def bind_labels(self, session: EdgeSession, request: BindLabels) -> LabeledBinding:
         """
-        Add a labeled tunnel to the group of its labels.
-
-        @raise TunnelkitError: C{TK_LABELS_INVALID} for labels that are not
-            C{name=value} strings, each name once; C{TK_LABELS_NOT_ALLOWED}
-            for a label the authtoken may not bind.
+        Add a labeled tunnel to its group; see L{EdgeDefinitions.bind}.
         """
-        assert session.session_id is not None and session.grant is not None
-        grant = session.grant
-        labels = parse_label_strings(request.labels)
-        for name, value in sorted(labels):
-            if not grant.may_bind_label(name, value):
-                raise TunnelkitError(
-                    "TK_LABELS_NOT_ALLOWED",
-                    f"The authtoken {grant.name!r} may not bind the label"
-                    f" {name}={value}; ask the edge's operator to list it under"
-                    " the token's labels in edge.yml.",
-                )
-        binding = LabeledBinding(
-            binding_id=request.id,
-            name=request.name,
-            labels=labels,
-            forwards_to=request.forwards_to,
-            session_id=session.session_id,
-            owner=grant.name,
-            session=session,
-        )
-        self.groups.add(binding)
-        return binding
+        return self.definitions.bind(session, request)
 
     def unbind_labels(self, binding: LabeledBinding) -> None:
         """
         Take a labeled tunnel out of its group at once.
         """
-        binding.session = None
-        self.groups.remove(binding)
+        self.definitions.unbind(binding)
 
     def reload_edges(self, config: EdgeConfig) -> None:
         """
-        Serve the edges of a newly loaded configuration in place of the
-        current ones: their routes and backends at once, and the ports of TCP
-        edges opened and closed to match. Only C{edges:} is read; the other
-        settings of C{config} need a restart to apply, which is logged when
-        they differ.
+        Serve the edges of a newly loaded configuration; see
+        L{EdgeDefinitions.reload}.
         """
-        edges = build_edges(config.edges, self.groups, backend_factories())
-        if replace(config, edges=()) != replace(self.config, edges=()):
-            _log.warn(
-                "edge.yml changed settings other than edges; only edges apply"
-                " on reload, restart the edge for the others"
-            )
-        self.config = replace(self.config, edges=config.edges)
-        self.ports.reserved = (self.ports.reserved - tcp_ports(self.config.edges)) | (
-            tcp_ports(config.edges)
-        )
-        self.edges = edges
-        self.tcp_edges.update()
-        _log.info(
-            "loaded {count} edge definitions from {path}",
-            count=len(config.edges),
-            path=config.path,
-        )
+        self.definitions.reload(config)
 
     def reload_config(self) -> bool:
         """
-        Read C{edge.yml} again and serve its edges (see L{reload_edges}). A
-        file that does not load is logged, and the edges served stay as
-        they were.
-
-        @return: whether the new edges are served.
+        Read C{edge.yml} again and serve its edges; see
+        L{EdgeDefinitions.reload_file}.
         """
-        try:
-            config = load_edge_config(self.config.path)
-        except ConfigError as error:
-            _log.error(
-                "edge.yml was not reloaded, the edges served are unchanged: {error}",
-                error=str(error),
-            )
-            return False
-        self.reload_edges(config)
-        return True
+        return self.definitions.reload_file()
 
     def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
         listener, binding.listener = binding.listener, None
         if listener is None:
             return None
         return listener.stopListening()
-
-
-def reload_on_sighup(server: EdgeServer) -> None:
-    """
-    Make C{SIGHUP} reload the edge definitions of C{server} (see
-    L{EdgeServer.reload_config}); the command line and the twistd plugin
-    call this before the reactor runs.
-    """
-
-    def received(number: int, frame: Any) -> None:
-        server.reactor.callFromThread(server.reload_config)
-
-    signal.signal(signal.SIGHUP, received)
-
-
-def parse_label_strings(labels: tuple[str, ...]) -> frozenset[tuple[str, str]]:
-    """
-    Read the labels of a C{bind_labels} request.
-
-    @raise TunnelkitError: C{TK_LABELS_INVALID} unless they are one or more
-        C{name=value} strings with a valid name and value, each name once.
-    """
-    try:
-        return read_labels(list(labels))
-    except ValueError as error:
-        raise TunnelkitError(
-            "TK_LABELS_INVALID",
-            f"The labels of a labeled tunnel are refused: {error}. Give one or"
-            " more --label name=value.",
-        ) from None
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:

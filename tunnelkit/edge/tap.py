@@ -3,7 +3,8 @@ C{twistd -n tunnel-edge --config edge.yml}: the edge as a twistd service.
 """
 
 from tunnelkit.config import ConfigError, load_edge_config
-from tunnelkit.edge.server import EdgeServer, reload_on_sighup
+from tunnelkit.edge.labeled import reload_on_sighup
+from tunnelkit.edge.server import EdgeServer
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.heap import keep_read_buffers_on_heap
 from tunnelkit.options import EdgeOptions
