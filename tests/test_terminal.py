@@ -225,6 +225,33 @@ class ConsoleScreenTests(SynchronousTestCase):
         self.assertIn("v" * 19 + "…", second)
         self.assertNotIn("v" * 20, second)
 
+    def test_paused_terminal(self) -> None:
+        """
+        A terminal that stops reading has screens skipped instead of
+        blocking the agent; once it reads again, drawing goes on; stopping
+        makes its descriptor block again, as it did.
+        """
+        master, stream = pty_pair(self, 80, 24)
+        clock = Clock()
+        screen = ConsoleScreen(clock, stream, state, watch_resize=False)
+        screen.startService()
+        self.addCleanup(screen.restore)
+
+        for _ in range(2000):
+            screen.redraw()
+        paused = screen.frames
+        read_available(master)
+        screen.redraw()
+        screen.redraw()
+        read_available(master)
+        screen.restore()
+
+        self.assertGreater(screen.skipped, 0)
+        self.assertLess(paused, 2000)
+        self.assertGreater(screen.frames, paused)
+        self.assertTrue(os.get_blocking(stream.fileno()))
+        self.assertTrue(read_available(master).endswith(LEAVE))
+
 
 class TerminalTests(SynchronousTestCase):
     """

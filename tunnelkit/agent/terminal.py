@@ -4,8 +4,11 @@ redraw what L{tunnelkit.agent.console} lays out once a second and soon
 after each HTTP request or change of the terminal's size, and give the
 terminal back as it was when the agent stops.
 
-Writes to the terminal block: a terminal that stops reading (paused with
-Ctrl+S) pauses the agent until it reads again.
+The agent never waits for the terminal: while the screen is up, its
+descriptor does not block, and a terminal that stops reading (paused with
+Ctrl+S) only has screens skipped until it reads again. Giving the terminal
+back does wait, so an agent stopped while its terminal is paused finishes
+once the terminal is resumed.
 """
 
 import os
@@ -158,11 +161,100 @@ def agent_state(app: Any, requests: RecentRequests) -> ConsoleState:
     )
 
 
+class FrameWriter:
+    """
+    Writes whole screens to a terminal without blocking. What the terminal
+    does not take at once waits, and is written before anything else; a
+    screen drawn while bytes still wait is skipped, which loses nothing,
+    since every screen is complete in itself. A stream without a file
+    descriptor is written to directly.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._fd: int | None = None
+        self._was_blocking = True
+        self._waiting = b""
+        self._closed = False
+
+    def open(self) -> None:
+        """
+        Stop blocking on the terminal's descriptor, once what the stream
+        buffered is out.
+        """
+        self._stream.flush()
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, ValueError, OSError):
+            return
+        self._was_blocking = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        self._fd = fd
+
+    def write(self, text: str) -> bool:
+        """
+        Write one screen, or skip it while an earlier one is still on its
+        way.
+
+        @return: whether the screen was taken.
+        @raise OSError: when the terminal cannot be written to.
+        @raise ValueError: when the stream is closed.
+        """
+        if self._closed:
+            return False
+        if self._fd is None:
+            self._stream.write(text)
+            self._stream.flush()
+            return True
+        self._drain()
+        if self._waiting:
+            return False
+        self._waiting = text.encode(_encoding(self._stream), "replace")
+        self._drain()
+        return True
+
+    def close(self, text: str) -> None:
+        """
+        Make the descriptor block as it did, then write what waits and
+        C{text}; only the first call does anything.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        fd, self._fd = self._fd, None
+        if fd is None:
+            if not text:
+                return
+            self._stream.write(text)
+            self._stream.flush()
+            return
+        os.set_blocking(fd, self._was_blocking)
+        rest = self._waiting + text.encode(_encoding(self._stream), "replace")
+        self._waiting = b""
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+
+    def _drain(self) -> None:
+        assert self._fd is not None
+        while self._waiting:
+            try:
+                written = os.write(self._fd, self._waiting)
+            except BlockingIOError:
+                return
+            self._waiting = self._waiting[written:]
+
+
+def _encoding(stream: IO[str]) -> str:
+    return getattr(stream, "encoding", None) or "utf-8"
+
+
 class ConsoleScreen(Service):
     """
     Draws the console on a terminal while running.
 
     @ivar frames: how many screens were drawn.
+    @ivar skipped: how many screens were not drawn because the terminal
+        had not taken the one before.
     """
 
     def __init__(
@@ -184,6 +276,7 @@ class ConsoleScreen(Service):
         """
         self._reactor = reactor
         self._stream = stream
+        self._writer = FrameWriter(stream)
         self._state = state
         self._colour = colour
         self._watch_resize = watch_resize
@@ -193,11 +286,17 @@ class ConsoleScreen(Service):
         self._previous_handler: Any = None
         self._shown = False
         self.frames = 0
+        self.skipped = 0
 
     def startService(self) -> None:
         super().startService()
-        self._write(ENTER)
         self._shown = True
+        try:
+            self._writer.open()
+        except (OSError, ValueError) as error:
+            self._cannot_draw(error)
+            return
+        self._write(ENTER)
         if self._watch_resize:
             self._catch_resize()
         self._loop.start(REDRAW_INTERVAL, now=True)
@@ -219,9 +318,11 @@ class ConsoleScreen(Service):
         if self._previous_handler is not None:
             signal.signal(signal.SIGWINCH, self._previous_handler)
             self._previous_handler = None
-        if self._shown:
-            self._shown = False
-            self._write(LEAVE)
+        shown, self._shown = self._shown, False
+        try:
+            self._writer.close(LEAVE if shown else "")
+        except (OSError, ValueError) as error:
+            _log.warn("cannot give the terminal back: {error}", error=str(error))
 
     def redraw_soon(self) -> None:
         """
@@ -243,27 +344,32 @@ class ConsoleScreen(Service):
         state = self._state()
         columns, rows = terminal_size(self._stream)
         lines = render(state, columns, rows)
-        if self._write(paint(lines, state.status, self._colour)):
+        written = self._write(paint(lines, state.status, self._colour))
+        if written:
             self.frames += 1
+        elif written is not None:
+            self.skipped += 1
 
-    def _write(self, text: str) -> bool:
+    def _write(self, text: str) -> bool | None:
         """
         Write to the terminal, characters its encoding lacks replaced; a
         terminal that cannot be written to any more ends the drawing.
 
-        @return: whether the text was written.
+        @return: whether the text was taken, or C{None} when the drawing
+            ended.
         """
-        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        encoding = _encoding(self._stream)
         text = text.encode(encoding, "replace").decode(encoding)
         try:
-            self._stream.write(text)
-            self._stream.flush()
+            return self._writer.write(text)
         except (OSError, ValueError) as error:
-            _log.warn("cannot draw the console: {error}", error=str(error))
-            self._shown = False
-            self.restore()
-            return False
-        return True
+            self._cannot_draw(error)
+            return None
+
+    def _cannot_draw(self, error: Exception) -> None:
+        _log.warn("cannot draw the console: {error}", error=str(error))
+        self._shown = False
+        self.restore()
 
     def _catch_resize(self) -> None:
         """
