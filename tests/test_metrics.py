@@ -75,8 +75,7 @@ class MeterTests(SynchronousTestCase):
 
     def test_first_tick(self) -> None:
         """
-        After one tick, each rate has moved from zero towards the tick's
-        rate by the share its time constant gives one tick.
+        The first tick sets each rate to the tick's own rate.
         """
         clock = Clock()
         meter = Meter(clock)
@@ -85,9 +84,26 @@ class MeterTests(SynchronousTestCase):
 
         clock.advance(TICK_INTERVAL)
 
-        instant = 10 / TICK_INTERVAL
+        self.assertEqual(meter.rates(), (10 / TICK_INTERVAL,) * 3)
+
+    def test_second_tick(self) -> None:
+        """
+        After the first tick, each rate moves towards a tick's rate by the
+        share its time constant gives one tick.
+        """
+        clock = Clock()
+        meter = Meter(clock)
+        meter.mark()
+        clock.advance(TICK_INTERVAL)
+        meter.rates()
+        for _ in range(10):
+            meter.mark()
+
+        clock.advance(TICK_INTERVAL)
+
+        first, second = 1 / TICK_INTERVAL, 10 / TICK_INTERVAL
         expected = [
-            instant * (1 - math.exp(-TICK_INTERVAL / window))
+            first + (second - first) * (1 - math.exp(-TICK_INTERVAL / window))
             for window in (60, 300, 900)
         ]
         for rate, wanted in zip(meter.rates(), expected):

@@ -5,7 +5,9 @@ took, in the shape of ngrok's C{metrics} object.
 
 Rates are exponentially weighted moving averages over 1, 5 and 15 minutes,
 like the Unix load average: the events of each 5-second tick are folded in
-once the tick is over. No timer runs; the ticks that passed are caught up
+once the tick is over. As in Go's metrics libraries, the first tick sets
+each average to its own rate, so a new tunnel's rates do not creep up from
+zero for a quarter of an hour. No timer runs; the ticks that passed are caught up
 on whenever an event is counted or the numbers are read, so a meter nobody
 uses costs nothing.
 
@@ -81,6 +83,7 @@ class Meter:
         self.count = 0
         self._uncounted = 0
         self._rates = [0.0 for _ in RATE_WINDOWS]
+        self._ticked = False
         self._next_tick = clock.seconds() + TICK_INTERVAL
 
     def mark(self) -> None:
@@ -102,7 +105,8 @@ class Meter:
     def _catch_up(self) -> None:
         """
         Fold in the ticks that ended since the last call: the first carries
-        the events counted meanwhile, any later ones none.
+        the events counted meanwhile, any later ones none. The meter's very
+        first tick sets the averages to its rate.
         """
         now = self._clock.seconds()
         if now < self._next_tick:
@@ -112,9 +116,14 @@ class Meter:
         self._uncounted = 0
         self._next_tick += ticks * TICK_INTERVAL
 
+        first, self._ticked = not self._ticked, True
+
         for index, window in enumerate(RATE_WINDOWS):
             decay = math.exp(-TICK_INTERVAL / window)
-            rate = self._rates[index] * decay + instant * (1.0 - decay)
+            if first:
+                rate = instant
+            else:
+                rate = self._rates[index] * decay + instant * (1.0 - decay)
             self._rates[index] = rate * decay ** (ticks - 1)
 
 
