@@ -3,6 +3,8 @@ Tests for C{tunnelkit tunnel --label NAME=VALUE ADDR}: its flags, and the
 labeled tunnel it starts.
 """
 
+import os
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -83,3 +85,40 @@ class TunnelOptionsTests(SynchronousTestCase):
             ),
             (COMMAND_LINE_TUNNEL, True, (("app", "web"),), 8000, False),
         )
+
+    def test_certificate(self) -> None:
+        """
+        C{--crt} and C{--key} give the tunnel's definition their absolute
+        paths, for ending the TLS of TLS edges' connections at the agent.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        crt, key = os.path.join(directory, "a.crt"), os.path.join(directory, "a.key")
+        for path in (crt, key):
+            with open(path, "w") as pem:
+                pem.write("PEM")
+        options = parsed("--label", "app=tls", "--crt", crt, "--key", key, "8443")
+
+        [definition] = select_tunnels("tunnel", options, AgentConfig())
+
+        self.assertEqual(
+            (definition.crt, definition.key),
+            (os.path.abspath(crt), os.path.abspath(key)),
+        )
+
+    def test_certificate_needs_key(self) -> None:
+        """
+        C{--crt} without C{--key}, or a file that is not there, is refused.
+        """
+        missing = os.path.abspath(self.mktemp())
+
+        errors = [
+            str(self.assertRaises(usage.UsageError, parsed, *argv))
+            for argv in (
+                ("--label", "a=1", "--crt", __file__, "80"),
+                ("--label", "a=1", "--crt", missing, "--key", __file__, "80"),
+            )
+        ]
+
+        self.assertIn("must be given together", errors[0])
+        self.assertIn("does not exist", errors[1])

@@ -7,7 +7,7 @@ through an HTTPS edge's routes and a TCP edge.
 
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.ssl import PrivateCertificate
@@ -81,13 +81,18 @@ class LabeledTestCase(TestCase):
 
     @inlineCallbacks
     def start_labeled(
-        self, port: int, *labels: str, home: str | None = None
+        self,
+        port: int,
+        *labels: str,
+        home: str | None = None,
+        flags: Sequence[str] = (),
     ) -> Steps[tuple[Program, str]]:
         """
         Start C{tunnelkit tunnel --label ... PORT} in a home of its own
         and wait until it has bound.
 
         @param home: the agent's directory, to start one again in it.
+        @param flags: more flags of the command.
         @return: the agent and its home.
         """
         if home is None:
@@ -97,10 +102,9 @@ class LabeledTestCase(TestCase):
         config = write_agent_config(
             home, self.edge.server_addr, self.edge.ca_path, TOKEN, name="agent.yml"
         )
-        flags = [flag for label in labels for flag in ("--label", label)]
-        agent = start_agent(
-            self, home, ["tunnel", *flags, str(port), "--config", config]
-        )
+        label_flags = [flag for label in labels for flag in ("--label", label)]
+        argv = ["tunnel", *label_flags, *flags, str(port), "--config", config]
+        agent = start_agent(self, home, argv)
         yield agent.wait_for_event(msg="started tunnel")
         return agent, home
 
@@ -363,6 +367,31 @@ class RoutesTests(LabeledTestCase):
         [received] = service.received
         self.assertEqual(
             (fetched.status, received.secure, received.target), (200, True, "/tls")
+        )
+
+    @inlineCallbacks
+    def test_tls_edge_terminated_at_agent(self) -> Steps[None]:
+        """
+        A labeled tunnel started with C{--crt} and C{--key} ends the TLS of
+        a TLS edge's connections itself: the client checks the agent's
+        certificate, and the service gets the request in plaintext.
+        """
+        issued = ensure_edge_certificate(
+            FilePath(os.path.join(self.directory, "agent-tls")),
+            [f"secure.{DOMAIN}"],
+        )
+        service = yield listen_recording(self)
+        crt, key = issued.cert_path.path, issued.key_path.path
+        yield self.start_labeled(
+            service.port, "app=secure", flags=["--crt", crt, "--key", key]
+        )
+        curl = Curl(self, self.directory, issued.ca_path.path)
+
+        fetched = yield curl.fetch(f"https://secure.{DOMAIN}:{self.https_port}/end")
+
+        [received] = service.received
+        self.assertEqual(
+            (fetched.status, received.secure, received.target), (200, False, "/end")
         )
 
 

@@ -216,6 +216,8 @@ def select_tunnels(
                 metadata=options["metadata"],
                 inspect=options["inspect"],
                 labels=options["labels"],
+                crt=options["crt"],
+                key=options["key"],
             )
         ]
     if options["none"]:

@@ -477,11 +477,20 @@ class TunnelOptions(CommonOptions):
         "ADDR is a port, HOST:PORT, an http:// or https:// URL, or a file:///"
         " path to serve. The edge's"
         " operator defines, in edge.yml, which edges send traffic to which"
-        " labels; every edge also asks for the label edge=EDGE_ID."
+        " labels; every edge also asks for the label edge=EDGE_ID. With --crt"
+        " and --key, the agent ends the TLS of connections from TLS edges and"
+        " forwards plaintext."
     )
     optParameters = [
         ["inspect", None, "true", "capture requests for inspection: true or false"],
         ["metadata", None, None, "free text attached to the tunnel"],
+        [
+            "crt",
+            None,
+            None,
+            "a PEM certificate: end the TLS of TLS edges' connections with it",
+        ],
+        ["key", None, None, "the unencrypted PEM private key of --crt"],
     ]
 
     def __init__(self) -> None:
@@ -509,6 +518,10 @@ class TunnelOptions(CommonOptions):
             raise usage.UsageError("give at least one --label NAME=VALUE")
         self["labels"] = tuple(labels.items())
         self["inspect"] = _boolean("--inspect", self["inspect"])
+        self["crt"] = _existing_file("--crt", self["crt"])
+        self["key"] = _existing_file("--key", self["key"])
+        if (self["crt"] is None) != (self["key"] is None):
+            raise usage.UsageError("--crt and --key must be given together")
         try:
             self["upstream"] = parse_upstream_address(self["addr"], "http")
         except ValueError as error:

@@ -36,10 +36,12 @@ def stream_protocol(reactor: Any, tunnel: Tunnel, header: ProxyHeader) -> IProto
     connection on the tunnel while it is open.
 
     @return: a connection of the tunnel's file server for a C{file://}
-        tunnel, else a L{ProxiedStream}, behind the agent's own TLS for a
-        tunnel with C{crt} and C{key}.
+        tunnel, else a L{ProxiedStream}, behind the agent's own TLS when the
+        tunnel has C{crt} and C{key} and the edge passed the client's TLS
+        through (a TLS tunnel, or a labeled tunnel behind a TLS edge; a
+        labeled tunnel's streams from HTTPS and TCP edges are not TLS).
     """
-    if tunnel.definition.crt is not None:
+    if tunnel.definition.crt is not None and header.passthrough_tls:
         stream = ProxiedStream(reactor, tunnel, header)
         return terminate_tls(reactor, tunnel, stream, header.client_addr)
     if tunnel.definition.addr.scheme != "file":
