@@ -48,11 +48,8 @@ class CapturedMessageTests(SynchronousTestCase):
         write, in the order they were sent.
         """
         request = CapturedRequest(
-            header_fields=[
-                (b"x-forwarded-for", b"a"),
-                (b"Accept", b"*/*"),
-                (b"X-FORWARDED-FOR", b"b"),
-            ]
+            head=b"GET / HTTP/1.1\r\nx-forwarded-for: a\r\nAccept: */*\r\n"
+            b"X-FORWARDED-FOR: b\r\n\r\n"
         )
 
         self.assertEqual(
@@ -60,11 +57,30 @@ class CapturedMessageTests(SynchronousTestCase):
             {"X-Forwarded-For": ["a", "b"], "Accept": ["*/*"]},
         )
 
+    def test_fields_read_from_head(self) -> None:
+        """
+        The header fields of a response are read from its head, in order,
+        as sent.
+        """
+        response = CapturedResponse(
+            head=b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"Content-Length: 10\r\n\r\n"
+        )
+
+        self.assertEqual(
+            response.header_fields,
+            [
+                (b"Set-Cookie", b"a=1"),
+                (b"Set-Cookie", b"b=2"),
+                (b"Content-Length", b"10"),
+            ],
+        )
+
     def test_header_any_case(self) -> None:
         """
         L{CapturedRequest.header} finds the first value whatever the case.
         """
-        request = CapturedRequest(header_fields=[(b"Host", b"x"), (b"host", b"y")])
+        request = CapturedRequest(head=b"GET / HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n")
 
         self.assertEqual(request.header("HOST"), "x")
         self.assertIsNone(request.header("accept"))

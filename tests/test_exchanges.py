@@ -529,7 +529,7 @@ class StopTests(TapTestCase):
         def broken(capture: Capture) -> None:
             raise RuntimeError("broken store")
 
-        self.tap._recorder = type("R", (), {"opened": staticmethod(broken)})()
+        self.tap._opened = broken
 
         self.tap.request_data(GET)
 

@@ -99,20 +99,16 @@ def captured(
     if body:
         head += b"Content-Length: %d\r\n" % len(body)
     request = CapturedRequest(
-        header_fields=[
-            (b"Host", b"web.tunnels.test"),
-            (b"X-Forwarded-Proto", b"https"),
-        ],
         head=head + b"\r\n",
         method=method,
         uri=uri,
         body_size=len(body),
+        forwarded_proto="https",
     )
     request.wire_body += body
     capture = Capture(tunnel, "192.0.2.7", 1_700_000_000.0, request)
     if status is not None:
         response = CapturedResponse(
-            header_fields=[(b"Content-Type", b"text/plain")],
             head=f"HTTP/1.1 {status} OK\r\nContent-Type: text/plain\r\n\r\n".encode(),
             status_code=status,
             reason="OK",

@@ -19,12 +19,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import httptools
+
 ENTRY_OVERHEAD = 1024
 """Bytes counted for each capture on top of the bytes it holds: the objects
 that carry them, their ids, names and numbers."""
-
-HEADER_OVERHEAD = 64
-"""Bytes counted for each header field on top of its name and value."""
 
 
 def canonical_header_name(name: str) -> str:
@@ -37,14 +36,48 @@ def canonical_header_name(name: str) -> str:
     return "-".join(word[:1].upper() + word[1:].lower() for word in name.split("-"))
 
 
-@dataclass(eq=False)
+class _FieldCollector:
+    """
+    What a parser reading a head alone is given: it keeps the fields.
+    """
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+
+def head_fields(head: bytes, response: bool) -> list[tuple[bytes, bytes]]:
+    """
+    Read the header fields of a head again, with httptools.
+
+    @param head: a request or response head, as captured.
+    @param response: whether it is a response's.
+    @return: its fields in order, as C{(name, value)} bytes.
+    """
+    collector = _FieldCollector()
+    parser: httptools.HttpRequestParser | httptools.HttpResponseParser
+    if response:
+        parser = httptools.HttpResponseParser(collector)
+    else:
+        parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserError:
+        pass
+    return collector.fields
+
+
+@dataclass(eq=False, slots=True)
 class CapturedMessage:
     """
     One side of an exchange: a request or a response.
 
+    The header fields are not kept apart from the head: L{header_fields}
+    reads them from it again when asked, which keeps capturing cheap.
+
     @ivar proto: the HTTP version, such as C{HTTP/1.1}.
-    @ivar header_fields: every header field in the order sent, as C{(name,
-        value)} bytes.
     @ivar head: the head (start line, fields and the blank line) as on the
         wire.
     @ivar wire_body: the body as on the wire (with its chunked framing, if
@@ -57,12 +90,19 @@ class CapturedMessage:
     """
 
     proto: str = "HTTP/1.1"
-    header_fields: list[tuple[bytes, bytes]] = field(default_factory=list)
     head: bytes = b""
     wire_body: bytearray = field(default_factory=bytearray)
     decoded_body: bytearray | None = None
     body_size: int = 0
     chunked: bool = False
+
+    @property
+    def header_fields(self) -> list[tuple[bytes, bytes]]:
+        """
+        @return: every header field in the order sent, as C{(name, value)}
+            bytes, read from L{head}.
+        """
+        return head_fields(self.head, isinstance(self, CapturedResponse))
 
     @property
     def raw(self) -> bytes:
@@ -112,34 +152,37 @@ class CapturedMessage:
 
     def stored_bytes(self) -> int:
         """
-        @return: the bytes this message holds: head, bodies and header
-            fields (each with L{HEADER_OVERHEAD}).
+        @return: the bytes this message holds: its head and its bodies.
         """
         size = len(self.head) + len(self.wire_body)
         if self.decoded_body is not None:
             size += len(self.decoded_body)
-        for name, value in self.header_fields:
-            size += len(name) + len(value) + HEADER_OVERHEAD
         return size
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CapturedRequest(CapturedMessage):
     """
     A captured request.
 
     @ivar method: its method, such as C{GET}.
     @ivar uri: its request target as sent, such as C{/path?q=1}.
+    @ivar forwarded_proto: its C{X-Forwarded-Proto}, the scheme the
+        client used as the edge says, or C{None}.
     """
 
     method: str = ""
     uri: str = ""
+    forwarded_proto: str | None = None
 
     def stored_bytes(self) -> int:
-        return super().stored_bytes() + len(self.uri)
+        size = len(self.head) + len(self.wire_body) + len(self.uri)
+        if self.decoded_body is not None:
+            size += len(self.decoded_body)
+        return size
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CapturedResponse(CapturedMessage):
     """
     A captured response.
@@ -159,10 +202,13 @@ class CapturedResponse(CapturedMessage):
         return f"{self.status_code} {self.reason}".rstrip()
 
     def stored_bytes(self) -> int:
-        return super().stored_bytes() + len(self.reason)
+        size = len(self.head) + len(self.wire_body) + len(self.reason)
+        if self.decoded_body is not None:
+            size += len(self.decoded_body)
+        return size
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Capture:
     """
     One captured exchange.
@@ -180,6 +226,7 @@ class Capture:
     @ivar ended: when the response was complete (or the connection ended
         without one), in the clock's seconds, else C{None}.
     @ivar replay_of: the id of the capture this one replays, else C{None}.
+    @ivar counted: the bytes the store counted for it when it last did.
     """
 
     tunnel_name: str
@@ -190,6 +237,7 @@ class Capture:
     ended: float | None = None
     id: str = ""
     replay_of: str | None = None
+    counted: int = 0
 
     @property
     def start(self) -> datetime.datetime:
@@ -280,7 +328,7 @@ class CaptureStore:
         self.evicted = 0
         self.added = 0
         self._prefix = f"{rng(32):08x}"
-        self._entries: OrderedDict[str, tuple[Capture, int]] = OrderedDict()
+        self._entries: OrderedDict[str, Capture] = OrderedDict()
         self._listeners: list[tuple[CaptureListener, ClearListener | None]] = []
 
     def __len__(self) -> int:
@@ -290,7 +338,7 @@ class CaptureStore:
         """
         @return: the captures, oldest first.
         """
-        return (capture for capture, _ in self._entries.values())
+        return iter(self._entries.values())
 
     def add(self, capture: Capture) -> None:
         """
@@ -304,10 +352,15 @@ class CaptureStore:
         if size > self.capacity:
             self.evicted += 1
             return
-        self._entries[capture.id] = (capture, size)
+        capture.counted = size
+        self._entries[capture.id] = capture
         self.stored_bytes += size
-        self._evict_to_fit()
-        self._announce(capture)
+        if self.stored_bytes > self.capacity:
+            self._evict()
+        if self.stored_bytes > self.peak_bytes:
+            self.peak_bytes = self.stored_bytes
+        if self._listeners:
+            self._announce(capture)
 
     def complete(self, capture: Capture) -> None:
         """
@@ -316,27 +369,30 @@ class CaptureStore:
         tell the subscribers if it is still held. A capture the store no
         longer holds is left out.
         """
-        entry = self._entries.get(capture.id)
-        if entry is None:
+        if self._entries.get(capture.id) is not capture:
             return
         size = capture.stored_bytes()
-        self.stored_bytes += size - entry[1]
+        self.stored_bytes += size - capture.counted
+        capture.counted = size
         if size > self.capacity:
             del self._entries[capture.id]
             self.stored_bytes -= size
             self.evicted += 1
             return
-        self._entries[capture.id] = (capture, size)
-        self._evict_to_fit()
-        if capture.id in self._entries:
+        if self.stored_bytes > self.capacity:
+            self._evict()
+            if capture.id not in self._entries:
+                return
+        if self.stored_bytes > self.peak_bytes:
+            self.peak_bytes = self.stored_bytes
+        if self._listeners:
             self._announce(capture)
 
     def get(self, capture_id: str) -> Capture | None:
         """
         @return: the capture with this id, if the store holds it.
         """
-        entry = self._entries.get(capture_id)
-        return entry[0] if entry is not None else None
+        return self._entries.get(capture_id)
 
     def recent(
         self, limit: int | None = None, tunnel_name: str | None = None
@@ -347,7 +403,7 @@ class CaptureStore:
         @return: the captures, newest first.
         """
         found: list[Capture] = []
-        for capture, _ in reversed(self._entries.values()):
+        for capture in reversed(self._entries.values()):
             if limit is not None and len(found) >= limit:
                 break
             if tunnel_name is None or capture.tunnel_name == tunnel_name:
@@ -383,12 +439,14 @@ class CaptureStore:
 
         return unsubscribe
 
-    def _evict_to_fit(self) -> None:
+    def _evict(self) -> None:
+        """
+        Evict the oldest captures until what is held fits the capacity.
+        """
         while self.stored_bytes > self.capacity:
-            _, (_, size) = self._entries.popitem(last=False)
-            self.stored_bytes -= size
+            _, evicted = self._entries.popitem(last=False)
+            self.stored_bytes -= evicted.counted
             self.evicted += 1
-        self.peak_bytes = max(self.peak_bytes, self.stored_bytes)
 
     def _announce(self, capture: Capture) -> None:
         for listener, _ in list(self._listeners):

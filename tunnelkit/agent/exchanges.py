@@ -73,7 +73,10 @@ class _StopCapture(Exception):
 class _MessageReader:
     """
     The parser of one direction of a connection, and the message it is
-    reading.
+    reading. Every byte passes here, so the work per piece and per
+    callback is kept small: the header fields are looked at only for the
+    few that decide the framing (and C{X-Forwarded-Proto}), and are read
+    again from the head only when someone asks for them.
 
     @ivar current: the message being read, once it began.
     @ivar over: whether the direction stopped being HTTP (an upgrade).
@@ -85,16 +88,24 @@ class _MessageReader:
         self._body_cap = body_cap
         self._parser = self._new_parser()
         self.current: CapturedMessage | None = None
-        self._head = bytearray()
+        self._head: list[bytes] = []
+        self._head_size = 0
         self._tail = b""
-        self._target = bytearray()
+        self._target = b""
         self._in_body = False
         self._chunked = False
         self._remaining: int | None = None
         self._content_length: bytes | None = None
+        self._forwarded_proto: bytes | None = None
         self._skip_body = False
         self._done: list[CapturedMessage] = []
         self.over = False
+        if responses:
+            self._begun = tap.response_begun
+            self._complete = tap.response_complete
+        else:
+            self._begun = tap.request_begun
+            self._complete = tap.request_complete
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         if self._responses:
@@ -109,14 +120,19 @@ class _MessageReader:
 
         @raise _StopCapture: when capture must stop.
         """
-        position = 0
         size = len(data)
+        if self._in_body and not self._chunked:
+            remaining = self._remaining
+            if remaining is None or remaining >= size:
+                self._feed_piece(data)
+                self._tail = data[-3:] if size >= 3 else (self._tail + data)[-3:]
+                return
+        position = 0
         while position < size and not self.over:
             end = self._piece_end(data, position)
-            piece = data[position:end] if position or end < size else data
-            self._tail = (self._tail + piece[-3:])[-3:]
-            self._feed_piece(piece)
+            self._feed_piece(data if end - position == size else data[position:end])
             position = end
+        self._tail = data[-3:] if size >= 3 else (self._tail + data)[-3:]
 
     def _piece_end(self, data: bytes, position: int) -> int:
         """
@@ -128,30 +144,32 @@ class _MessageReader:
             if self._remaining is None:
                 return size
             return min(size, position + self._remaining)
-        if position == 0 and self._tail:
-            joined = self._tail + data[:3]
-            found = joined.find(BLANK_LINE)
+        if position == 0 and (self._head or self._in_body) and self._tail:
+            found = (self._tail + data[:3]).find(BLANK_LINE)
             if found != -1:
-                return found + len(BLANK_LINE) - len(self._tail)
+                return found + 4 - len(self._tail)
         found = data.find(BLANK_LINE, max(position - 3, 0))
-        while found != -1 and found + len(BLANK_LINE) <= position:
+        while found != -1 and found + 4 <= position:
             found = data.find(BLANK_LINE, found + 1)
-        return size if found == -1 else found + len(BLANK_LINE)
+        return size if found == -1 else found + 4
 
     def _feed_piece(self, piece: bytes) -> None:
-        message = self.current
         if not self._in_body:
-            self._head += piece
-            if len(self._head) > MAX_HEAD_SIZE:
+            self._head.append(piece)
+            self._head_size += len(piece)
+            if self._head_size > MAX_HEAD_SIZE:
                 raise _StopCapture("head too long")
-        elif message is not None:
-            room = self._body_cap - len(message.wire_body)
-            if room > 0:
-                message.wire_body += piece[:room]
-            if not self._chunked:
-                message.body_size += len(piece)
-                if self._remaining is not None:
-                    self._remaining -= len(piece)
+        else:
+            message = self.current
+            if message is not None:
+                wire = message.wire_body
+                room = self._body_cap - len(wire)
+                if room > 0:
+                    wire += piece if room >= len(piece) else piece[:room]
+                if not self._chunked:
+                    message.body_size += len(piece)
+                    if self._remaining is not None:
+                        self._remaining -= len(piece)
         try:
             self._parser.feed_data(piece)
         except httptools.HttpParserUpgrade:
@@ -163,9 +181,11 @@ class _MessageReader:
             self._skip_body = False
             self._parser = self._new_parser()
             self.on_message_complete()
-        done, self._done = self._done, []
-        for finished in done:
-            self._tap.message_complete(self._responses, finished)
+        done = self._done
+        if done:
+            self._done = []
+            for finished in done:
+                self._complete(finished)
 
     def _upgraded(self) -> None:
         """
@@ -180,8 +200,8 @@ class _MessageReader:
         if not done:
             raise _StopCapture("upgrade")
         for finished in done[:-1]:
-            self._tap.message_complete(self._responses, finished)
-        self._tap.message_complete(self._responses, done[-1], last=True)
+            self._complete(finished)
+        self._complete(done[-1], True)
 
     def finish(self) -> None:
         """
@@ -192,7 +212,7 @@ class _MessageReader:
         if message is not None and self._in_body and self._remaining is None:
             if not self._chunked:
                 self.current = None
-                self._tap.message_complete(self._responses, message)
+                self._complete(message)
 
     def detach(self) -> None:
         """
@@ -208,48 +228,58 @@ class _MessageReader:
         message: CapturedMessage
         message = CapturedResponse() if self._responses else CapturedRequest()
         self.current = message
-        self._target.clear()
+        self._target = b""
         self._content_length = None
+        self._forwarded_proto = None
         self._chunked = False
-        self._tap.message_begun(self._responses, message)
+        self._begun(message)
 
     def on_url(self, url: bytes) -> None:
-        self._target += url
+        self._target = self._target + url if self._target else url
 
     def on_status(self, status: bytes) -> None:
-        self._target += status
+        self._target = self._target + status if self._target else status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        message = self.current
-        if message is None:
-            return
-        message.header_fields.append((name, value))
-        lowered = name.lower()
-        if lowered == b"content-length":
-            self._content_length = value
-        elif lowered == b"transfer-encoding":
-            last = value.rpartition(b",")[2].strip().lower()
-            self._chunked = last == b"chunked"
+        size = len(name)
+        if size == 14:
+            if name.lower() == b"content-length":
+                self._content_length = value
+        elif size == 17:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding":
+                last = value.rpartition(b",")[2].strip().lower()
+                self._chunked = last == b"chunked"
+            elif lowered == b"x-forwarded-proto":
+                self._forwarded_proto = value
 
     def on_headers_complete(self) -> None:
         message = self.current
         if message is None:
             return
-        message.head = bytes(self._head)
-        self._head.clear()
-        message.proto = "HTTP/" + self._parser.get_http_version()
-        message.chunked = self._chunked
+        head = self._head
+        message.head = head[0] if len(head) == 1 else b"".join(head)
+        self._head = []
+        self._head_size = 0
+        version = self._parser.get_http_version()
+        message.proto = _PROTOS.get(version) or "HTTP/" + version
         if self._chunked:
+            message.chunked = True
             message.decoded_body = bytearray()
-        if isinstance(message, CapturedRequest):
-            assert isinstance(self._parser, httptools.HttpRequestParser)
-            message.method = self._parser.get_method().decode("ascii", "replace")
-            message.uri = self._target.decode("latin-1")
-        elif isinstance(message, CapturedResponse):
+        if self._responses:
+            assert isinstance(message, CapturedResponse)
             assert isinstance(self._parser, httptools.HttpResponseParser)
             message.status_code = self._parser.get_status_code()
             message.reason = self._target.decode("latin-1")
             self._skip_body = self._tap.response_has_no_body(message)
+        else:
+            assert isinstance(message, CapturedRequest)
+            assert isinstance(self._parser, httptools.HttpRequestParser)
+            message.method = _method_name(self._parser.get_method())
+            message.uri = self._target.decode("latin-1")
+            forwarded = self._forwarded_proto
+            if forwarded is not None:
+                message.forwarded_proto = forwarded.decode("latin-1")
         self._in_body = True
         self._remaining = None
         if not self._chunked and not self._skip_body:
@@ -276,6 +306,20 @@ class _MessageReader:
             self._done.append(message)
 
 
+_PROTOS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+"""The protocol names of the usual versions, made once."""
+
+_METHODS: dict[bytes, str] = {}
+"""The methods seen so far, decoded once each (llhttp knows a few dozen)."""
+
+
+def _method_name(method: bytes) -> str:
+    name = _METHODS.get(method)
+    if name is None:
+        name = _METHODS[method] = method.decode("ascii", "replace")
+    return name
+
+
 class ExchangeTap:
     """
     Turns the two directions of one connection into captures.
@@ -300,7 +344,8 @@ class ExchangeTap:
         @param body_cap: the most bytes kept of each body.
         @param replay_of: for a replay, the id of the capture replayed.
         """
-        self._recorder = recorder
+        self._opened = recorder.opened
+        self._completed = recorder.completed
         self._clock = clock
         self._remote_addr = remote_addr
         self._tunnel_name = tunnel_name
@@ -384,26 +429,27 @@ class ExchangeTap:
         while self._waiting:
             capture = self._waiting.popleft()
             capture.ended = self._clock()
-            self._recorder.completed(capture)
+            self._completed(capture)
 
     # From the readers
 
-    def message_begun(self, response: bool, message: CapturedMessage) -> None:
+    def request_begun(self, message: CapturedMessage) -> None:
         """
-        A reader began a message.
+        The request reader began a request.
         """
-        if response:
-            if not self._waiting and self._reading is None:
-                raise _StopCapture("a response without a request")
-            return
         assert isinstance(message, CapturedRequest)
         self._reading = Capture(
-            tunnel_name="",
-            remote_addr=self._remote_addr,
-            started=self._clock(),
-            request=message,
-            replay_of=self._replay_of,
+            "", self._remote_addr, self._clock(), message, replay_of=self._replay_of
         )
+
+    def response_begun(self, message: CapturedMessage) -> None:
+        """
+        The response reader began a response.
+
+        @raise _StopCapture: when no request is there to be answered.
+        """
+        if not self._waiting and self._reading is None:
+            raise _StopCapture("a response without a request")
 
     def response_has_no_body(self, response: CapturedResponse) -> bool:
         """
@@ -418,21 +464,6 @@ class ExchangeTap:
             return True
         return method == "CONNECT" and 200 <= response.status_code < 300
 
-    def message_complete(
-        self, response: bool, message: CapturedMessage, last: bool = False
-    ) -> None:
-        """
-        A reader finished a message.
-
-        @param last: whether no more messages follow in that direction (an
-            upgrade).
-        """
-        if response:
-            assert isinstance(message, CapturedResponse)
-            self._response_complete(message, last)
-        else:
-            self._request_complete(message, last)
-
     # Matching
 
     def _answered(self) -> Capture | None:
@@ -444,7 +475,12 @@ class ExchangeTap:
             return self._waiting[0]
         return self._reading
 
-    def _request_complete(self, message: CapturedMessage, last: bool) -> None:
+    def request_complete(self, message: CapturedMessage, last: bool = False) -> None:
+        """
+        The request reader finished a request.
+
+        @param last: whether no more requests follow (an upgrade).
+        """
         capture = self._reading
         if capture is None or capture.request is not message:
             return
@@ -456,9 +492,15 @@ class ExchangeTap:
 
     def _open(self, capture: Capture) -> None:
         capture.tunnel_name = self._tunnel_name(capture.request)
-        self._recorder.opened(capture)
+        self._opened(capture)
 
-    def _response_complete(self, message: CapturedResponse, last: bool) -> None:
+    def response_complete(self, message: CapturedMessage, last: bool = False) -> None:
+        """
+        The response reader finished a response.
+
+        @param last: whether no more responses follow (an upgrade).
+        """
+        assert isinstance(message, CapturedResponse)
         if 100 <= message.status_code < 200 and message.status_code != 101:
             return
         if self._waiting:
@@ -473,7 +515,7 @@ class ExchangeTap:
             self._requests_over = True
         capture.response = message
         capture.ended = self._clock()
-        self._recorder.completed(capture)
+        self._completed(capture)
         over = self._requests_over and not self._waiting and self._reading is None
         if last or message.status_code == 101 or over:
             self.stop()

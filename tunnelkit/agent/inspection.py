@@ -16,6 +16,7 @@ HTTP metrics; with it off, a tunnel's HTTP metrics stay at zero.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -50,7 +51,7 @@ def request_tunnel_name(tunnel: Tunnel, request: CapturedRequest) -> str:
         it came to the C{http} URL of a tunnel that has two URLs (the edge
         says which in C{X-Forwarded-Proto}), else C{NAME}.
     """
-    if len(tunnel.public_urls) > 1 and request.header("x-forwarded-proto") == "http":
+    if len(tunnel.public_urls) > 1 and request.forwarded_proto == "http":
         return f"{tunnel.name} (http)"
     return tunnel.name
 
@@ -61,17 +62,15 @@ class _TunnelRecorder:
     """
 
     def __init__(self, store: CaptureStore, tunnel: Tunnel) -> None:
-        self._store = store
-        self._tunnel = tunnel
-
-    def opened(self, capture: Capture) -> None:
-        self._store.add(capture)
+        self.opened = store.add
+        self._complete = store.complete
+        self._metrics = tunnel.metrics
 
     def completed(self, capture: Capture) -> None:
-        self._store.complete(capture)
-        duration = capture.duration
-        if capture.response is not None and duration is not None:
-            self._tunnel.metrics.http_exchange(duration)
+        self._complete(capture)
+        ended = capture.ended
+        if capture.response is not None and ended is not None:
+            self._metrics.http_exchange(max(0.0, ended - capture.started))
 
 
 class Inspection:
@@ -112,7 +111,7 @@ class Inspection:
             _TunnelRecorder(self.store, tunnel),
             self.clock.seconds,
             remote_addr,
-            lambda request: request_tunnel_name(tunnel, request),
+            partial(request_tunnel_name, tunnel),
             self.body_cap,
             replay_of,
         )
