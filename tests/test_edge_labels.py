@@ -28,8 +28,8 @@ from tunnelkit.control.messages import (
     Unbind,
 )
 from tunnelkit.edge.routing import label_set
-from tunnelkit.edge.sni import TERMINATE, IPassthrough
-from tunnelkit.interfaces import IHttpRouter
+from tunnelkit.edge.sni import TERMINATE
+from tunnelkit.interfaces import IHttpRouter, IPassthrough, ISniRouter
 
 WEB = label_set({"app": "web", "env": "prod"})
 
@@ -67,9 +67,11 @@ class BindLabelsTests(EdgeTestCase):
 
     def test_router(self) -> None:
         """
-        The edge server is what its HTTP listeners route with.
+        The edge server is what its HTTP listeners and its HTTPS port route
+        with.
         """
         self.assertTrue(verifyObject(IHttpRouter, self.edge))
+        self.assertTrue(verifyObject(ISniRouter, self.edge))
 
     def test_tls_edge_destination(self) -> None:
         """

@@ -25,14 +25,13 @@ from tunnelkit.edge.sni import (
     INTERNAL_ERROR,
     TERMINATE,
     UNRECOGNIZED_NAME,
-    IPassthrough,
-    ISniRouter,
     SniDispatch,
     SniDispatchFactory,
     TlsBinding,
     fatal_alert,
 )
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IPassthrough, ISniRouter
 from tunnelkit.splice import SpliceEnd, splice
 
 CLIENT = IPv4Address("TCP", "203.0.113.9", 5555)

@@ -4,16 +4,22 @@ implement: a backend that decides where public traffic goes
 (L{IBackend}), the Twisted plugin that makes one from C{edge.yml}
 (L{IBackendFactory}), what such a factory builds children with
 (L{IBackendBuilder}), what the public HTTP listeners route by
-(L{IHttpRouter}), and a protocol that takes received bytes in pieces
-(L{IPiecesReceiver}).
+(L{IHttpRouter}), what the shared HTTPS port routes TLS connections by
+their server names with (L{ISniRouter}), where it passes a connection
+through to (L{IPassthrough}), and a protocol that takes received bytes in
+pieces (L{IPiecesReceiver}).
 
 Every provider, real or fake, is checked against its interface with
 C{zope.interface.verify.verifyObject} in the tests.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from tunnelkit.splice import SpliceEnd
 
 
 class IPiecesReceiver(Interface):
@@ -54,6 +60,42 @@ class IHttpRouter(Interface):
         " L{tunnelkit.edge.routes.EdgeRoutes}. An HTTPS edge's host is served"
         " by its routes before any tunnel's."
     )
+
+
+class IPassthrough(Interface):
+    """
+    Where the HTTPS port passes a TLS connection through to, untouched.
+    """
+
+    name = Attribute("What the destination is called in logs, such as its name.")
+
+    def open_passthrough(end: "SpliceEnd", client: IAddress | None) -> None:
+        """
+        Open the way to the destination for one public connection and
+        splice C{end} to it. What C{end} read so far (the ClientHello)
+        goes first.
+
+        @param end: the public connection, connected, not yet spliced.
+        @param client: the public client's address.
+        @raise tunnelkit.errors.TunnelkitError: when the destination cannot
+            take the connection now (C{TK_TUNNEL_OFFLINE}); C{end} is left
+            alone.
+        """
+
+
+class ISniRouter(Interface):
+    """
+    What the HTTPS port routes connections with, by the server names (SNI)
+    of their ClientHellos.
+    """
+
+    def route_sni(name: str) -> object:
+        """
+        @param name: the server name of a ClientHello, in lower case.
+        @return: an L{IPassthrough} to pass the connection through to,
+            L{tunnelkit.edge.sni.TERMINATE} to terminate it at the edge and
+            serve it as HTTP, or C{None} when nothing serves the name.
+        """
 
 
 class IBackend(Interface):

@@ -30,7 +30,7 @@ from tunnelkit.config import AuthtokenGrant, EdgeConfig
 from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
 from tunnelkit.edge.http import HttpIngressFactory
 from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
-from tunnelkit.edge.sni import ISniRouter, SniDispatchFactory, TlsBinding
+from tunnelkit.edge.sni import SniDispatchFactory, TlsBinding
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.labeled import EdgeDefinitions
 from tunnelkit.edge.routes import EdgeRoutes, tcp_ports
@@ -40,7 +40,7 @@ from tunnelkit.edge.tcpedges import TcpEdgeListeners
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
 from tunnelkit.errors import TunnelkitError
-from tunnelkit.interfaces import IHttpRouter
+from tunnelkit.interfaces import IHttpRouter, ISniRouter
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
 from tunnelkit.runtime import stop_reactor

@@ -13,7 +13,8 @@ ClientHello is read first, and its server name (SNI) decides what happens.
   - A hello that is malformed, larger than the limit, or not complete
     within the timeout is closed without an answer.
 
-What a name leads to is the router's answer (L{ISniRouter.route_sni}), so
+What a name leads to is the router's answer
+(L{tunnelkit.interfaces.ISniRouter.route_sni}), so
 other kinds of destination (labeled tunnels behind an edge's backend) plug
 in there. L{SniDispatch} is a thin adapter around the sans-IO
 L{tunnelkit.edge.clienthello.ClientHelloReader}: it holds the bytes read
@@ -35,12 +36,13 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.clienthello import MAX_HELLO_SIZE, ClientHelloReader, HelloOutcome
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IPassthrough, ISniRouter
 from tunnelkit.sockets import set_no_delay
 from tunnelkit.splice import SpliceEnd, splice
 
@@ -81,40 +83,6 @@ class Terminate:
 
 TERMINATE = Terminate()
 """The one L{Terminate}."""
-
-
-class IPassthrough(Interface):
-    """
-    Where a passed-through TLS connection goes.
-    """
-
-    name = Attribute("What the destination is called in logs, such as its name.")
-
-    def open_passthrough(end: SpliceEnd, client: IAddress | None) -> None:
-        """
-        Open the way to the destination for one public connection and
-        splice C{end} to it. What C{end} read so far (the ClientHello)
-        goes first.
-
-        @param end: the public connection, connected, not yet spliced.
-        @param client: the public client's address.
-        @raise TunnelkitError: when the destination cannot take the
-            connection now (C{TK_TUNNEL_OFFLINE}); C{end} is left alone.
-        """
-
-
-class ISniRouter(Interface):
-    """
-    What the HTTPS port routes connections with, by their SNI names.
-    """
-
-    def route_sni(name: str) -> object:
-        """
-        @param name: the server name of a ClientHello, in lower case.
-        @return: an L{IPassthrough} to pass the connection through to,
-            L{TERMINATE} to terminate it at the edge and serve it as HTTP,
-            or C{None} when nothing serves the name.
-        """
 
 
 @implementer(IPassthrough)
@@ -360,7 +328,7 @@ class SniDispatchFactory(Factory):
 
     def __init__(
         self,
-        router: Any,
+        router: ISniRouter,
         terminating: IProtocolFactory,
         clock: IReactorTime,
         timeout: float = HELLO_TIMEOUT,

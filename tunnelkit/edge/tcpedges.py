@@ -31,7 +31,6 @@ from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.config import UpstreamAddress
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.routes import ServedEdge
-from tunnelkit.edge.sni import IPassthrough
 from tunnelkit.edge.routing import (
     BackendRequest,
     Decision,
@@ -41,6 +40,7 @@ from tunnelkit.edge.routing import (
     Unavailable,
 )
 from tunnelkit.errors import TunnelkitError
+from tunnelkit.interfaces import IPassthrough
 from tunnelkit.splice import SpliceEnd, splice
 
 if TYPE_CHECKING:
