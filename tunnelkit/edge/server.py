@@ -402,7 +402,6 @@ class EdgeServer(Service):
         @return: the binding and its affinity token.
         """
         assert session.session_id is not None and session.grant is not None
-        session_id = session.session_id
         opts = request.opts if isinstance(request.opts, TcpOpts) else TcpOpts()
 
         if opts.remote_addr:

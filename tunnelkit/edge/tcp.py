@@ -3,7 +3,7 @@ Public TCP listeners of the edge: each accepted connection becomes one
 proxied stream to the agent that holds the binding.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory
