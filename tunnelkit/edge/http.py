@@ -11,7 +11,8 @@ C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host} (replacing
 any the client sent for the last two) and the C{Host} header, when the
 tunnel asks or when the target is an absolute URI (whose authority then
 stands for the host); chunked bodies are framed anew, so chunk sizes and
-trailers are not kept.
+trailers are not kept. The checks of a head and the head sent on are
+L{tunnelkit.edge.httpheads}'s.
 
 Responses are not parsed. So that they stay in order, a request the edge
 refuses after others went to the agent on the same connection is answered
@@ -43,8 +44,15 @@ from zope.interface import implementer
 
 from tunnelkit.addresses import format_address
 from tunnelkit.control.messages import ProxyHeader, encode_message
-from tunnelkit.edge.hosts import normalise_host
 from tunnelkit.edge.httpedges import EdgeRouting, Refusal
+from tunnelkit.edge.httpheads import (
+    HeadProblem,
+    check_form,
+    check_same_host,
+    forwarded_head,
+    head_too_large,
+    read_routing_head,
+)
 from tunnelkit.edge.httpstreams import RequestStream
 from tunnelkit.edge.names import HttpBinding
 from tunnelkit.edge.routes import Route
@@ -56,8 +64,6 @@ from tunnelkit.sockets import set_no_delay
 from tunnelkit.tlstransport import read_in_large_pieces
 
 _log = Logger()
-
-_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 
 
 @implementer(IHalfCloseableProtocol)
@@ -129,7 +135,7 @@ class HttpIngress(EdgeRouting, Protocol):
                 self._head_size += len(piece)
             self._feed(piece)
             if self._state == "head" and self._head_size > limit:
-                self._refuse(*self._too_large())
+                self._refuse(head_too_large(limit))
         if self._state == "upgrading" and offset < len(data):
             self._held += data[offset:]
 
@@ -152,10 +158,13 @@ class HttpIngress(EdgeRouting, Protocol):
                 error=str(error),
             )
             self._refuse(
-                400,
-                "TK_BAD_REQUEST",
-                "Bad request",
-                "The request is not valid HTTP/1.1; check the client sending it.",
+                HeadProblem(
+                    400,
+                    "TK_BAD_REQUEST",
+                    "Bad request",
+                    "The request is not valid HTTP/1.1; check the client sending"
+                    " it.",
+                )
             )
 
     def readConnectionLost(self) -> None:
@@ -216,7 +225,7 @@ class HttpIngress(EdgeRouting, Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.router.max_header_size:
-            self._stop(*self._too_large())
+            self._reject(head_too_large(self.router.max_header_size))
         self._headers.append((name, value))
         if name.lower() == b"transfer-encoding":
             self._framed = True
@@ -229,8 +238,19 @@ class HttpIngress(EdgeRouting, Protocol):
         self._head_size = 0
         parser = self._parser
         method = parser.get_method()
-        self._check_form(method, parser.get_http_version())
-        host, authorization, forwarded_for = self._read_headers()
+        try:
+            check_form(
+                method,
+                parser.get_http_version(),
+                self._framed,
+                self._requests > 0,
+                parser.should_upgrade(),
+            )
+            head = read_routing_head(self._url, self._headers)
+        except HeadProblem as problem:
+            self._reject(problem)
+        self._authority = head.authority
+        host = head.host
         edge = None
         if self.scheme == "https":
             edge = self.router.edges.https.lookup(host)
@@ -238,14 +258,25 @@ class HttpIngress(EdgeRouting, Protocol):
         if edge is not None:
             binding = self._route_edge(edge, host, method)
         else:
-            binding = self._route(host, authorization)
+            binding = self._route(host, head.authorization)
         if self._stream is None:
             assert binding is not None
             self._open_stream(binding)
         self._forwarding = True
         self._requests += 1
         host_header = b"" if binding is None else binding.host_header
-        self._stream_write(self._request_head(method, host_header, forwarded_for))
+        self._stream_write(
+            forwarded_head(
+                method,
+                self._url,
+                parser.get_http_version(),
+                self._headers,
+                head,
+                host_header,
+                self.client_host,
+                self.scheme,
+            )
+        )
 
     def on_body(self, body: bytes) -> None:
         if not self._forwarding:
@@ -266,83 +297,11 @@ class HttpIngress(EdgeRouting, Protocol):
 
     # Routing and checks
 
-    def _check_form(self, method: bytes, version: str) -> None:
-        """
-        Refuse request shapes the edge does not pass on: versions other than
-        HTTP/1.0 and 1.1, an HTTP/1.0 body framed by C{Transfer-Encoding}
-        (RFC 9112 section 6.1 calls its framing faulty: a smuggling shape),
-        C{CONNECT}, and an upgrade on a connection that already carried a
-        request, whose answer could not be told from earlier responses.
-        """
-        if version not in ("1.0", "1.1") or (version == "1.0" and self._framed):
-            self._stop(
-                400,
-                "TK_BAD_REQUEST",
-                "Bad request",
-                "Only HTTP/1.0 and HTTP/1.1 requests are served, and an HTTP/1.0"
-                " request may not use Transfer-Encoding; check the client.",
-            )
-        if method == b"CONNECT":
-            self._stop(
-                405,
-                "TK_METHOD_NOT_ALLOWED",
-                "Method not allowed",
-                "Tunnels are not forward proxies: CONNECT is not served.",
-            )
-        if self._requests and self._parser.should_upgrade():
-            self._stop(
-                400,
-                "TK_BAD_REQUEST",
-                "Bad request",
-                "Send an upgrade request (WebSocket) as the first request of a new"
-                " connection.",
-            )
-
-    def _read_headers(self) -> tuple[str, bytes | None, bytes | None]:
-        host_values = []
-        authorization = forwarded_for = None
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"host":
-                host_values.append(value)
-            elif lowered == b"authorization":
-                authorization = value
-            elif lowered == b"x-forwarded-for":
-                if forwarded_for is not None:
-                    value = forwarded_for + b", " + value
-                forwarded_for = value
-        url = self._url
-        self._authority = None
-        if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-            authority = url.split(b"/", 3)[2]
-            self._authority = authority.rpartition(b"@")[2]
-            host_values = [self._authority]
-        if len(host_values) != 1:
-            self._stop(
-                400,
-                "TK_BAD_REQUEST",
-                "Bad request",
-                "The request must carry exactly one Host header naming the tunnel.",
-            )
-        host = normalise_host(host_values[0])
-        if host is None:
-            self._stop(
-                400,
-                "TK_BAD_REQUEST",
-                "Bad request",
-                "The request's Host header is not a valid host name.",
-            )
-        return host, authorization, forwarded_for
-
     def _route(self, host: str, authorization: bytes | None) -> HttpBinding:
-        if self._host is not None and host != self._host:
-            self._stop(
-                421,
-                "TK_MISDIRECTED_REQUEST",
-                "Misdirected request",
-                f"This connection was opened for {self._host}, not {host}; open a"
-                " new connection for each host.",
-            )
+        try:
+            check_same_host(self._host, host)
+        except HeadProblem as problem:
+            self._reject(problem)
         binding = self.router.hosts.lookup(host)
         if not isinstance(binding, HttpBinding) or self.scheme not in binding.schemes:
             self._stop(
@@ -377,47 +336,6 @@ class HttpIngress(EdgeRouting, Protocol):
             )
         self._host = host
         return binding
-
-    def _request_head(
-        self, method: bytes, host_header: bytes, forwarded_for: bytes | None
-    ) -> bytes:
-        parser = self._parser
-        version = parser.get_http_version().encode("ascii")
-        target = self._url
-        if self._authority is not None:
-            # Absolute form becomes origin form: the authority is what the
-            # request was routed by, and goes on as Host.
-            path = target.split(b"/", 3)[3:]
-            target = b"/" + (path[0] if path else b"")
-        lines = [method + b" " + target + b" HTTP/" + version]
-        # An absolute target's authority is what the request was routed by,
-        # so it stands for the public host, whatever Host the client sent.
-        authority = self._authority
-        public_host = b"" if authority is None else authority
-        sent_host = False
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"host":
-                if sent_host:
-                    continue
-                sent_host = True
-                public_host = value if authority is None else authority
-                value = host_header or public_host
-            elif lowered == b"x-forwarded-for":
-                continue
-            elif lowered in _FORWARDED:
-                continue
-            lines.append(name + b": " + value)
-        client = self.client_host.encode("ascii")
-        if forwarded_for:
-            client = forwarded_for + b", " + client
-        lines.append(b"X-Forwarded-For: " + client)
-        lines.append(b"X-Forwarded-Proto: " + self.scheme.encode("ascii"))
-        lines.append(b"X-Forwarded-Host: " + public_host)
-        if not sent_host:
-            lines.append(b"Host: " + (host_header or public_host))
-        lines.append(b"\r\n")
-        return b"\r\n".join(lines)
 
     # The stream to the agent
 
@@ -621,11 +539,21 @@ class HttpIngress(EdgeRouting, Protocol):
         )
         raise self._refusal
 
-    def _refuse(self, status: int, code: str, title: str, sentence: str) -> None:
+    def _reject(self, problem: HeadProblem) -> NoReturn:
+        """
+        Refuse the request being parsed for a problem of its head; see
+        L{_stop}.
+        """
+        self._stop(problem.status, problem.code, problem.title, problem.sentence)
+
+    def _refuse(self, problem: HeadProblem) -> None:
         """
         Answer with an error outside a parser callback.
         """
-        self._answer(Refusal(error_response(status, code, title, sentence), code))
+        response = error_response(
+            problem.status, problem.code, problem.title, problem.sentence
+        )
+        self._answer(Refusal(response, problem.code))
 
     def _answer(self, refusal: Refusal) -> None:
         self._state = "refused"
@@ -638,16 +566,6 @@ class HttpIngress(EdgeRouting, Protocol):
             return
         self._refusal = refusal
         stream.half_close()
-
-    def _too_large(self) -> tuple[int, str, str, str]:
-        return (
-            431,
-            "TK_HEADER_TOO_LARGE",
-            "Request header too large",
-            f"The request's head is larger than this edge accepts"
-            f" ({self.router.max_header_size} bytes); send fewer or shorter"
-            " headers.",
-        )
 
     def _start_head_timer(self) -> None:
         """
@@ -683,12 +601,14 @@ class HttpIngress(EdgeRouting, Protocol):
             timeout=self.router.head_timeout,
         )
         self._refuse(
-            408,
-            "TK_REQUEST_TIMEOUT",
-            "Request timeout",
-            f"The request's head did not arrive within"
-            f" {self.router.head_timeout:g} seconds; send the whole head at"
-            " once, or check the network between the client and the edge.",
+            HeadProblem(
+                408,
+                "TK_REQUEST_TIMEOUT",
+                "Request timeout",
+                f"The request's head did not arrive within"
+                f" {self.router.head_timeout:g} seconds; send the whole head at"
+                " once, or check the network between the client and the edge.",
+            )
         )
 
 

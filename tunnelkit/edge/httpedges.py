@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnelkit.addresses import format_address
+from tunnelkit.edge.httpheads import HeadProblem, check_same_host, request_path
 from tunnelkit.edge.httpstreams import (
     RequestStream,
     connect_static,
@@ -81,6 +82,9 @@ class EdgeRouting:
     ) -> NoReturn:
         raise NotImplementedError()
 
+    def _reject(self, problem: HeadProblem) -> NoReturn:
+        raise NotImplementedError()
+
     def _open_stream(
         self,
         binding: HttpBinding | LabeledBinding,
@@ -100,15 +104,11 @@ class EdgeRouting:
             the connection already has its stream (or a static address is
             being connected).
         """
-        if self._host is not None and host != self._host:
-            self._stop(
-                421,
-                "TK_MISDIRECTED_REQUEST",
-                "Misdirected request",
-                f"This connection was opened for {self._host}, not {host}; open a"
-                " new connection for each host.",
-            )
-        path = self._path()
+        try:
+            check_same_host(self._host, host)
+        except HeadProblem as problem:
+            self._reject(problem)
+        path = request_path(self._url, self._authority)
         route = edge.routes.match(path)
         if route is None:
             self._stop(
@@ -172,16 +172,6 @@ class EdgeRouting:
                 " failed. The edge's operator will find the error in its log.",
             )
         return decision
-
-    def _path(self) -> str:
-        """
-        @return: the request's path without its query, as routes match it.
-        """
-        target = self._url
-        if self._authority is not None:
-            rest = target.split(b"/", 3)[3:]
-            target = b"/" + (rest[0] if rest else b"")
-        return target.split(b"?", 1)[0].decode("latin-1")
 
     def _switch(self, route: Route, decision: TunnelTarget | StaticAddress) -> None:
         """
