@@ -444,6 +444,29 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(set(outcomes[first:]), {HelloOutcome.TOO_LARGE})
         self.assertLessEqual((first - 1) * 10, limit)
 
+    def test_beyond_limit_in_one_read(self) -> None:
+        """
+        A hello that ends past the limit is refused as too large even when
+        one read brings all of it.
+        """
+        hello = HelloBuilder().with_name(b"web.test").records(1)
+
+        reading = read_client_hello(hello, limit=len(hello) - 1)
+
+        self.assertEqual(reading.outcome, HelloOutcome.TOO_LARGE)
+        self.assertIn(f"first {len(hello) - 1} bytes", reading.problem)
+
+    def test_record_announced_past_limit(self) -> None:
+        """
+        A record whose header announces that it ends past the limit is
+        refused at once, without waiting for its bytes.
+        """
+        header = b"\x16\x03\x01\x01\x00"
+
+        reading = read_client_hello(header, limit=200)
+
+        self.assertEqual(reading.outcome, HelloOutcome.TOO_LARGE)
+
     def test_fits_exactly(self) -> None:
         """
         A hello of exactly the limit is read.

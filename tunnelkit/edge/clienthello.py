@@ -12,8 +12,9 @@ section 3). It never decrypts or answers anything: the bytes it read are
 the caller's to pass on unchanged.
 
 Each record is looked at once, when it is complete, so the work is linear
-in the bytes read however they are split. The reader holds at most its
-limit of bytes; a hello that needs more is refused as too large.
+in the bytes read however they are split. A hello whose records end past
+the reader's limit is refused as too large, however the bytes are split;
+the reader holds no more than the limit and one read.
 """
 
 from dataclasses import dataclass
@@ -130,10 +131,7 @@ class ClientHelloReader:
         except _Malformed as problem:
             self._result = HelloReading(HelloOutcome.MALFORMED, problem=str(problem))
         if self._result is NEED_MORE and self.size > self.limit:
-            self._result = HelloReading(
-                HelloOutcome.TOO_LARGE,
-                problem=f"no complete ClientHello in the first {self.limit} bytes",
-            )
+            self._result = self._too_large()
         if self._result is not NEED_MORE:
             self._pending = bytearray()
             self._handshake = bytearray()
@@ -145,6 +143,7 @@ class ClientHelloReader:
         hello if the handshake bytes hold all of it.
         """
         pending = self._pending
+        read_before = self.size - len(pending)
         offset = 0
         while len(pending) - offset >= _RECORD_HEADER:
             content_type = pending[offset]
@@ -152,6 +151,10 @@ class ClientHelloReader:
             length = int.from_bytes(pending[offset + 3 : offset + 5], "big")
             _check_record(content_type, major, minor, length, offset == 0)
             end = offset + _RECORD_HEADER + length
+            if read_before + end > self.limit:
+                # However many bytes one read brought, a record that ends
+                # past the limit is not read.
+                return self._too_large()
             if end > len(pending):
                 break
             self._handshake += pending[offset + _RECORD_HEADER : end]
@@ -162,6 +165,12 @@ class ClientHelloReader:
         del pending[:offset]
         _check_start(pending)
         return NEED_MORE
+
+    def _too_large(self) -> HelloReading:
+        return HelloReading(
+            HelloOutcome.TOO_LARGE,
+            problem=f"no complete ClientHello in the first {self.limit} bytes",
+        )
 
     def _read_handshake(self) -> HelloReading:
         handshake = self._handshake
