@@ -1,8 +1,10 @@
 """
-The edge server: the TLS listener agents dial, their sessions, the public
-TCP ports bound for them, and the public HTTP and HTTPS listeners whose
-host names route to HTTP bindings (the HTTPS port also passing the
-connections of TLS bindings through by their SNI names).
+The edge server: the TLS listener agents dial, their sessions and grace
+periods, and the public HTTP and HTTPS listeners whose host names route to
+HTTP bindings (the HTTPS port also passing the connections of TLS bindings
+through by their SNI names). The public ports of TCP tunnels are bound in
+L{tunnelkit.edge.tcpbinds}, the host names in L{tunnelkit.edge.names}, and
+the edges of C{edge.yml} served from L{tunnelkit.edge.labeled}.
 """
 
 import os
@@ -18,7 +20,6 @@ from twisted.internet.defer import (
     maybeDeferred,
 )
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -27,9 +28,9 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from tunnelkit.config import AuthtokenGrant, EdgeConfig
-from tunnelkit.control.messages import Bind, BindLabels, TcpOpts
+from tunnelkit.control.messages import Bind, BindLabels
 from tunnelkit.edge.http import HttpIngressFactory
-from tunnelkit.edge.names import HttpBinding, HttpNames, session_scope
+from tunnelkit.edge.names import HttpBinding, HttpNames
 from tunnelkit.edge.sni import SniDispatchFactory, TlsBinding
 from tunnelkit.edge.ports import AffinityTokens, PortBook
 from tunnelkit.edge.labeled import EdgeDefinitions
@@ -39,7 +40,7 @@ from tunnelkit.edge.session import EdgeSession
 from tunnelkit.edge.tcpedges import TcpEdgeListeners
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
-from tunnelkit.errors import TunnelkitError
+from tunnelkit.edge.tcpbinds import TcpBindings
 from tunnelkit.interfaces import IHttpRouter, ISniRouter
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
@@ -51,9 +52,6 @@ _log = Logger()
 
 STOP_TIMEOUT = 5.0
 """Seconds a stopping edge waits for each agent to close its session."""
-
-MAX_BIND_ATTEMPTS = 64
-"""Ports of the range tried before a bind fails with TK_PORT_RANGE_EXHAUSTED."""
 
 
 class _AgentListenerFactory(Factory):
@@ -90,6 +88,8 @@ class EdgeServer(Service):
         edge made its own certificate.
     @ivar definitions: the edges of C{edge.yml} and the labeled tunnels
         they route to.
+    @ivar tcp: the public ports of TCP tunnels; C{tcp_bindings} is its
+        table of bindings by port.
     """
 
     region = "self-hosted"
@@ -109,7 +109,8 @@ class EdgeServer(Service):
         self.sessions: dict[str, EdgeSession] = {}
         self.session_owners: dict[str, str] = {}
         self.connections: set[EdgeSession] = set()
-        self.tcp_bindings: dict[int, TcpBinding] = {}
+        self.tcp = TcpBindings(self)
+        self.tcp_bindings = self.tcp.bindings
         self.names = HttpNames(config)
         self.hosts = self.names.hosts
         self.definitions = EdgeDefinitions(self)
@@ -232,9 +233,7 @@ class EdgeServer(Service):
         self._grace_timer = None
         for session in list(self.connections):
             waiting.append(self._close_session(session))
-        for binding in list(self.tcp_bindings.values()):
-            waiting.append(self._stop_listening(binding))
-        self.tcp_bindings.clear()
+        waiting.extend(self.tcp.stop())
         return DeferredList([d for d in waiting if d is not None])
 
     def _close_session(self, session: EdgeSession) -> Deferred:
@@ -370,10 +369,8 @@ class EdgeServer(Service):
     def _expire(self) -> None:
         self._grace_timer = None
         for port in self.ports.expire(self.reactor.seconds()):
-            binding = self.tcp_bindings.pop(port, None)
-            if binding is not None:
+            if self.tcp.close(port):
                 _log.info("released port {port} after the grace period", port=port)
-                self._stop_listening(binding)
         now = self.reactor.seconds()
         for http_binding in self.hosts.values():
             if http_binding.expires is not None and http_binding.expires <= now:
@@ -395,134 +392,17 @@ class EdgeServer(Service):
 
     def bind_tcp(self, session: EdgeSession, request: Bind) -> tuple[TcpBinding, str]:
         """
-        Bind a public TCP port for a session: a reserved address if asked
-        for, else the port the session held before, else a free port of
-        the range.
+        Bind a public TCP port for a session; see L{TcpBindings.bind}.
 
         @return: the binding and its affinity token.
         """
-        assert session.session_id is not None and session.grant is not None
-        opts = request.opts if isinstance(request.opts, TcpOpts) else TcpOpts()
-
-        if opts.remote_addr:
-            port = self._reserved_port(session, opts.remote_addr, request.id)
-            candidates = [port]
-        else:
-            candidates = self._preferred_ports(session, request)
-            candidates.extend(self.ports.candidates(MAX_BIND_ATTEMPTS))
-
-        for port in candidates:
-            binding = self._take_port(session, request, port)
-            if binding is not None:
-                assert self.tokens is not None
-                owner = session_scope(session)
-                return binding, self.tokens.issue(owner, request.id, port)
-            if opts.remote_addr:
-                raise TunnelkitError(
-                    "TK_ADDR_UNAVAILABLE",
-                    f"{opts.remote_addr} cannot be bound on this edge right now;"
-                    " another program may hold the port.",
-                )
-        raise TunnelkitError(
-            "TK_PORT_RANGE_EXHAUSTED",
-            f"No free port is left in {self.config.tcp_port_range.low}-"
-            f"{self.config.tcp_port_range.high}; stop other tunnels or ask the"
-            " edge's operator to widen tcp_port_range.",
-        )
-
-    def _reserved_port(
-        self, session: EdgeSession, remote_addr: str, binding_id: str
-    ) -> int:
-        grant = session.grant
-        assert grant is not None
-        for reserved in grant.reserved_addrs:
-            if f"{reserved.host}:{reserved.port}" == remote_addr or (
-                str(reserved) == remote_addr
-            ):
-                hold = self.ports.holder(reserved.port)
-                if (
-                    hold is not None
-                    and hold.session_id != session.session_id
-                    and hold.expires is not None
-                    and self.session_owners.get(hold.session_id) == grant.name
-                ):
-                    # The same authtoken's earlier session is gone and its
-                    # grace period runs: an agent restarted with a new
-                    # session takes its reserved address over.
-                    self.ports.release(reserved.port)
-                    hold = None
-                if hold is not None and hold.session_id != session.session_id:
-                    raise TunnelkitError(
-                        "TK_ADDR_IN_USE",
-                        f"{remote_addr} is bound by another agent session of"
-                        f" the authtoken {grant.name!r}; stop that agent first.",
-                    )
-                if hold is not None and hold.binding_id != binding_id:
-                    raise TunnelkitError(
-                        "TK_ADDR_IN_USE",
-                        f"{remote_addr} is already bound by this agent's tunnel"
-                        f" {hold.binding_id!r}; give each tunnel its own address.",
-                    )
-                return reserved.port
-        raise TunnelkitError(
-            "TK_ADDR_NOT_RESERVED",
-            f"{remote_addr} is not reserved for the authtoken {grant.name!r}; use"
-            " one of its reserved addresses or leave remote_addr out.",
-        )
-
-    def _preferred_ports(self, session: EdgeSession, request: Bind) -> list[int]:
-        assert session.session_id is not None
-        preferred = []
-        held = self.ports.held_for(session.session_id, request.id)
-        if held is not None:
-            preferred.append(held)
-        token = request.token
-        if token and self.tokens is not None:
-            port = self.tokens.port_of(token, session_scope(session), request.id)
-            low, high = self.config.tcp_port_range.low, self.config.tcp_port_range.high
-            if (
-                port is not None
-                and low <= port <= high
-                and port not in self.ports.reserved
-            ):
-                preferred.append(port)
-        return preferred
-
-    def _take_port(
-        self, session: EdgeSession, request: Bind, port: int
-    ) -> TcpBinding | None:
-        session_id = session.session_id
-        assert session_id is not None
-        hold = self.ports.holder(port)
-        binding = self.tcp_bindings.get(port)
-        if hold is not None:
-            if hold.session_id != session_id or hold.binding_id != request.id:
-                return None
-            if binding is not None and binding.session not in (None, session):
-                return None
-        if binding is None:
-            url = f"tcp://{self.config.public_host}:{port}"
-            binding = TcpBinding(request.id, port, url, request.forwards_to)
-            try:
-                binding.listener = self.reactor.listenTCP(
-                    port, binding.factory(), interface=self.config.tcp_bind_host
-                )
-            except CannotListenError:
-                return None
-            self.tcp_bindings[port] = binding
-        binding.session = session
-        self.ports.hold(port, session_id, request.id)
-        return binding
+        return self.tcp.bind(session, request)
 
     def unbind_tcp(self, binding: TcpBinding) -> None:
         """
         Close a binding's public port and free it.
         """
-        binding.session = None
-        self.ports.release(binding.port)
-        if self.tcp_bindings.get(binding.port) is binding:
-            del self.tcp_bindings[binding.port]
-        self._stop_listening(binding)
+        self.tcp.unbind(binding)
 
     # HTTP bindings
 
@@ -608,12 +488,6 @@ class EdgeServer(Service):
         L{EdgeDefinitions.reload_file}.
         """
         return self.definitions.reload_file()
-
-    def _stop_listening(self, binding: TcpBinding) -> Deferred | None:
-        listener, binding.listener = binding.listener, None
-        if listener is None:
-            return None
-        return listener.stopListening()
 
 
 def certificate_names(config: EdgeConfig) -> list[str]:
