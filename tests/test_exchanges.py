@@ -181,6 +181,23 @@ class OneExchangeTests(TapTestCase):
         self.assertEqual(response.body, b"\r\n\r\nxyz")
         self.assertEqual(response.body_size, 7)
 
+    def test_framing_fields_any_case(self) -> None:
+        """
+        The fields that frame a body are found whatever their case, and of
+        several C{Transfer-Encoding} fields the last decides.
+        """
+        sized = b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 3\r\n\r\nabc"
+        chunked = (
+            b"HTTP/1.1 200 OK\r\nTRANSFER-encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )
+
+        first, second = self.exchange(GET + GET, sized + chunked)
+
+        assert first.response is not None and second.response is not None
+        self.assertEqual((first.response.raw, second.response.raw), (sized, chunked))
+        self.assertEqual(second.response.body, b"hi")
+
     def test_bodiless_statuses(self) -> None:
         """
         A C{204} response has no body, whatever follows it.

@@ -14,6 +14,13 @@ after a blank line (the end of a head, and of a chunked body), and at the
 end of a body sized by C{Content-Length}. A message therefore always ends
 exactly at the end of a piece, and every piece belongs to one message.
 
+Every byte of the tunnel passes here, so the parser is given as few
+Python callbacks as will do: not one per header field. The three fields
+the capture needs as it goes (C{Content-Length} and C{Transfer-Encoding},
+which decide where a body ends, and C{X-Forwarded-Proto}) are looked up in
+the head once llhttp has read and accepted it; the fields are read again
+from the head, by httptools, only when someone looks at a capture.
+
 What is kept of each message is bounded: its head (up to L{MAX_HEAD_SIZE};
 a longer one stops the capture), its body as on the wire up to the body
 cap, and, for a chunked body, the decoded body up to the cap too.
@@ -95,16 +102,14 @@ class _MessageReader:
         self._in_body = False
         self._chunked = False
         self._remaining: int | None = None
-        self._content_length: bytes | None = None
-        self._forwarded_proto: bytes | None = None
         self._skip_body = False
         self._done: list[CapturedMessage] = []
         self.over = False
+        self._clock = tap.clock
+        self._started = 0.0
         if responses:
-            self._begun = tap.response_begun
             self._complete = tap.response_complete
         else:
-            self._begun = tap.request_begun
             self._complete = tap.request_complete
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
@@ -155,6 +160,8 @@ class _MessageReader:
 
     def _feed_piece(self, piece: bytes) -> None:
         if not self._in_body:
+            if not self._head:
+                self._started = self._clock()
             self._head.append(piece)
             self._head_size += len(piece)
             if self._head_size > MAX_HEAD_SIZE:
@@ -224,67 +231,55 @@ class _MessageReader:
 
     # httptools callbacks
 
-    def on_message_begin(self) -> None:
-        message: CapturedMessage
-        message = CapturedResponse() if self._responses else CapturedRequest()
-        self.current = message
-        self._target = b""
-        self._content_length = None
-        self._forwarded_proto = None
-        self._chunked = False
-        self._begun(message)
-
     def on_url(self, url: bytes) -> None:
         self._target = self._target + url if self._target else url
 
     def on_status(self, status: bytes) -> None:
         self._target = self._target + status if self._target else status
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name)
-        if size == 14:
-            if name.lower() == b"content-length":
-                self._content_length = value
-        elif size == 17:
-            lowered = name.lower()
-            if lowered == b"transfer-encoding":
-                last = value.rpartition(b",")[2].strip().lower()
-                self._chunked = last == b"chunked"
-            elif lowered == b"x-forwarded-proto":
-                self._forwarded_proto = value
-
     def on_headers_complete(self) -> None:
-        message = self.current
-        if message is None:
-            return
-        head = self._head
-        message.head = head[0] if len(head) == 1 else b"".join(head)
+        pieces = self._head
+        head = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._head = []
         self._head_size = 0
+        target, self._target = self._target.decode("latin-1"), b""
         version = self._parser.get_http_version()
-        message.proto = _PROTOS.get(version) or "HTTP/" + version
-        if self._chunked:
+        proto = _PROTOS.get(version) or "HTTP/" + version
+        lowered = head.lower()
+        coding = _field_value(lowered, b"\r\ntransfer-encoding:", last=True)
+        chunked = (
+            coding is not None and coding.rpartition(b",")[2].strip() == b"chunked"
+        )
+        message: CapturedMessage
+        if self._responses:
+            assert isinstance(self._parser, httptools.HttpResponseParser)
+            message = CapturedResponse(
+                proto, head, status_code=self._parser.get_status_code(), reason=target
+            )
+            self._skip_body = self._tap.response_head(message)
+        else:
+            assert isinstance(self._parser, httptools.HttpRequestParser)
+            forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
+            message = CapturedRequest(
+                proto,
+                head,
+                method=_method_name(self._parser.get_method()),
+                uri=target,
+                forwarded_proto=(
+                    forwarded.decode("latin-1") if forwarded is not None else None
+                ),
+            )
+            self._tap.request_head(message, self._started)
+        self.current = message
+        self._in_body = True
+        self._chunked = chunked
+        self._remaining = None
+        if chunked:
             message.chunked = True
             message.decoded_body = bytearray()
-        if self._responses:
-            assert isinstance(message, CapturedResponse)
-            assert isinstance(self._parser, httptools.HttpResponseParser)
-            message.status_code = self._parser.get_status_code()
-            message.reason = self._target.decode("latin-1")
-            self._skip_body = self._tap.response_has_no_body(message)
-        else:
-            assert isinstance(message, CapturedRequest)
-            assert isinstance(self._parser, httptools.HttpRequestParser)
-            message.method = _method_name(self._parser.get_method())
-            message.uri = self._target.decode("latin-1")
-            forwarded = self._forwarded_proto
-            if forwarded is not None:
-                message.forwarded_proto = forwarded.decode("latin-1")
-        self._in_body = True
-        self._remaining = None
-        if not self._chunked and not self._skip_body:
-            length = self._content_length
-            if length is not None and length.strip().isdigit():
+        elif not self._skip_body:
+            length = _field_value(lowered, b"\r\ncontent-length:")
+            if length is not None and length.isdigit():
                 self._remaining = int(length)
 
     def on_body(self, body: bytes) -> None:
@@ -311,6 +306,24 @@ _PROTOS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 _METHODS: dict[bytes, str] = {}
 """The methods seen so far, decoded once each (llhttp knows a few dozen)."""
+
+
+def _field_value(lowered: bytes, marker: bytes, last: bool = False) -> bytes | None:
+    """
+    Look up one header field in a head llhttp has read and accepted, so
+    whose fields are each C{name:value} on a line of their own (no folded
+    lines, no space before the colon, no conflicting lengths).
+
+    @param lowered: the head, in lower case.
+    @param marker: C{\\r\\n}, the field's name in lower case, and C{:}.
+    @param last: take the last field of that name rather than the first.
+    @return: its value without the whitespace around it, or C{None}.
+    """
+    start = lowered.rfind(marker) if last else lowered.find(marker)
+    if start == -1:
+        return None
+    start += len(marker)
+    return lowered[start : lowered.find(b"\r\n", start)].strip(b" \t")
 
 
 def _method_name(method: bytes) -> str:
@@ -346,7 +359,7 @@ class ExchangeTap:
         """
         self._opened = recorder.opened
         self._completed = recorder.completed
-        self._clock = clock
+        self.clock = clock
         self._remote_addr = remote_addr
         self._tunnel_name = tunnel_name
         self._replay_of = replay_of
@@ -428,52 +441,37 @@ class ExchangeTap:
             self._waiting.append(reading)
         while self._waiting:
             capture = self._waiting.popleft()
-            capture.ended = self._clock()
+            capture.ended = self.clock()
             self._completed(capture)
 
     # From the readers
 
-    def request_begun(self, message: CapturedMessage) -> None:
+    def request_head(self, message: CapturedRequest, started: float) -> None:
         """
-        The request reader began a request.
+        The request reader read a request's head; the request began at
+        C{started}.
         """
-        assert isinstance(message, CapturedRequest)
         self._reading = Capture(
-            "", self._remote_addr, self._clock(), message, replay_of=self._replay_of
+            "", self._remote_addr, started, message, replay_of=self._replay_of
         )
 
-    def response_begun(self, message: CapturedMessage) -> None:
+    def response_head(self, response: CapturedResponse) -> bool:
         """
-        The response reader began a response.
+        The response reader read a response's head.
 
+        @return: whether the response has no body whatever its headers
+            say: it answers C{HEAD}, or accepts a C{CONNECT}.
         @raise _StopCapture: when no request is there to be answered.
         """
-        if not self._waiting and self._reading is None:
-            raise _StopCapture("a response without a request")
-
-    def response_has_no_body(self, response: CapturedResponse) -> bool:
-        """
-        @return: whether a response, its head read, has no body whatever
-            its headers say: it answers C{HEAD}, or accepts a C{CONNECT}.
-        """
-        capture = self._answered()
+        capture = self._waiting[0] if self._waiting else self._reading
         if capture is None:
-            return False
+            raise _StopCapture("a response without a request")
         method = capture.request.method
         if method == "HEAD":
             return True
         return method == "CONNECT" and 200 <= response.status_code < 300
 
     # Matching
-
-    def _answered(self) -> Capture | None:
-        """
-        @return: the capture the next response answers: the oldest waiting
-            one, else the request being read.
-        """
-        if self._waiting:
-            return self._waiting[0]
-        return self._reading
 
     def request_complete(self, message: CapturedMessage, last: bool = False) -> None:
         """
@@ -514,7 +512,7 @@ class ExchangeTap:
             self._open(capture)
             self._requests_over = True
         capture.response = message
-        capture.ended = self._clock()
+        capture.ended = self.clock()
         self._completed(capture)
         over = self._requests_over and not self._waiting and self._reading is None
         if last or message.status_code == 101 or over:
