@@ -30,6 +30,7 @@ setup(
     ],
     extras_require={
         "test": [
+            "wheel>=0.40",
             "hypothesis>=6.100",
             "coverage>=7.4",
             "websockets>=13.0",
