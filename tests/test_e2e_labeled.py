@@ -166,6 +166,26 @@ class SpreadTests(LabeledTestCase):
         self.assertEqual(counts_after_stop[0], counts[0])
         self.assertGreater(len(upstreams[0].received), counts[0])
 
+    @inlineCallbacks
+    def test_captured(self) -> Steps[None]:
+        """
+        A labeled tunnel's requests from an HTTPS edge are captured by its
+        agent (inspection is on by default) and read back from its API.
+        """
+        upstream = yield listen_recording(self)
+        agent, _ = yield self.start_labeled(upstream.port, "app=web")
+        logged = yield agent.wait_for_event(msg="starting web service", obj="web")
+
+        fetched = yield self.curl.fetch(self.url("/seen?by=inspector"))
+        listed = yield self.curl.fetch(f"http://{logged['addr']}/api/requests/http")
+
+        [capture] = json.loads(listed.body)["requests"]
+        self.assertEqual(fetched.status, 200)
+        self.assertEqual(
+            (capture["request"]["uri"], capture["response"]["status_code"]),
+            ("/seen?by=inspector", 200),
+        )
+
 
 class RoutesTests(LabeledTestCase):
     """

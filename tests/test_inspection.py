@@ -108,6 +108,38 @@ class CoverageTests(SynchronousTestCase):
         ):
             self.assertFalse(self.inspection.covers(tunnel))
 
+    def test_labeled_streams(self) -> None:
+        """
+        A labeled tunnel with C{inspect} on has the streams of HTTPS edges
+        captured, and not those of TCP and TLS edges, which carry no HTTP
+        it can read.
+        """
+        tunnel = Tunnel(
+            TunnelDefinition(
+                name="web",
+                proto=None,
+                addr=UpstreamAddress("http", "localhost", 8080),
+                inspect=True,
+                labels=(("app", "web"),),
+            )
+        )
+
+        chosen = [
+            self.inspection.captures(
+                tunnel,
+                ProxyHeader(
+                    binding_id="web",
+                    client_addr="192.0.2.7:1",
+                    proto=proto,
+                    passthrough_tls=proto == "tls",
+                ),
+            )
+            for proto in ("https", "tcp", "tls")
+        ]
+
+        self.assertTrue(self.inspection.covers(tunnel))
+        self.assertEqual(chosen, [True, False, False])
+
     def test_session_choice(self) -> None:
         """
         The session gives a captured tunnel's streams a L{CapturingStream},

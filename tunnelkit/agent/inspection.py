@@ -92,14 +92,29 @@ class Inspection:
 
     def covers(self, tunnel: Tunnel) -> bool:
         """
-        @return: whether the tunnel's connections are captured.
+        @return: whether the tunnel's HTTP connections are captured: those
+            of an http tunnel, or of a labeled tunnel, with C{inspect} on,
+            to a web service.
         """
         definition = tunnel.definition
         return (
-            definition.proto == "http"
+            (definition.proto == "http" or definition.labeled)
             and definition.inspect
             and definition.addr.scheme in ("http", "https")
         )
+
+    def captures(self, tunnel: Tunnel, header: ProxyHeader) -> bool:
+        """
+        @return: whether one stream is captured: a stream of a tunnel
+            L{covers} says yes to that carries HTTP, which a labeled
+            tunnel's streams do only from HTTPS edges (not from TCP or TLS
+            edges).
+        """
+        if not self.covers(tunnel):
+            return False
+        if not tunnel.definition.labeled:
+            return True
+        return header.proto in ("http", "https") and not header.passthrough_tls
 
     def tap(
         self, tunnel: Tunnel, remote_addr: str, replay_of: str | None = None

@@ -140,7 +140,7 @@ class AgentSession:
             transport.abortConnection()
             return Protocol()
         inspection = self.agent.inspection
-        if inspection is not None and inspection.covers(tunnel):
+        if inspection is not None and inspection.captures(tunnel, header):
             return inspection.stream(self.reactor, tunnel, header)
         return stream_protocol(self.reactor, tunnel, header)
 
