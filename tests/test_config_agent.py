@@ -328,6 +328,23 @@ class TopLevelKeyTests(AgentTestCase):
 
         self.assertEqual(config.web_addr, HostPort("127.0.0.1", 4141))
 
+    def test_web_addr_fallback_unset(self) -> None:
+        """
+        Only with C{web_addr} unset (or null) may the web interface move to a
+        later port; the default address written out must be free, as must
+        any other.
+        """
+        unset = self.load("log_level: info\n")
+        null = self.load("web_addr:\n")
+        written = self.load("web_addr: 127.0.0.1:4040\n")
+        other = self.load("web_addr: 4141\n")
+
+        self.assertEqual(
+            [c.web_addr_fallback for c in (unset, null, written, other)],
+            [True, True, False, False],
+        )
+        self.assertEqual(written.web_addr, unset.web_addr)
+
     def test_web_addr_true(self) -> None:
         """
         C{web_addr: true} is an invalid value.

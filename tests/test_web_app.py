@@ -47,14 +47,16 @@ class BusyReactor(MemoryReactorClock):
         return super().listenTCP(port, factory, backlog, interface)
 
 
-def listen(reactor: BusyReactor, address: HostPort) -> tuple[WebInterface, str]:
+def listen(
+    reactor: BusyReactor, address: HostPort, fallback: bool = False
+) -> tuple[WebInterface, str]:
     """
     @return: a web interface for a not started agent, listening on
-        C{address}, and its URL.
+        C{address} (or a later port, with C{fallback}), and its URL.
     """
     app = AgentApplication(AgentConfig(), [], reactor)
     web = WebInterface(app, ["a.example"])
-    return web, web.listen(reactor, address)
+    return web, web.listen(reactor, address, fallback)
 
 
 class ListenTests(SynchronousTestCase):
@@ -88,7 +90,7 @@ class ListenTests(SynchronousTestCase):
         """
         reactor = BusyReactor(taken={4040, 4041})
 
-        web, url = listen(reactor, HostPort("127.0.0.1", 4040))
+        web, url = listen(reactor, HostPort("127.0.0.1", 4040), fallback=True)
 
         self.assertEqual(url, "http://127.0.0.1:4042")
 
@@ -99,7 +101,7 @@ class ListenTests(SynchronousTestCase):
         reactor = BusyReactor(taken=set(range(4040, 4050)))
 
         error = self.assertRaises(
-            TunnelkitError, listen, reactor, HostPort("127.0.0.1", 4040)
+            TunnelkitError, listen, reactor, HostPort("127.0.0.1", 4040), True
         )
 
         self.assertEqual(error.code, "TK_WEB_ADDR_IN_USE")
@@ -152,6 +154,34 @@ class ApplicationTests(SynchronousTestCase):
         self.assertEqual(failure.value.code, "TK_WEB_ADDR_IN_USE")
         self.assertIsNone(app.edge)
         self.assertIsNone(app.web_url)
+
+    def test_default_unset_falls_back(self) -> None:
+        """
+        With C{web_addr} unset and 4040 taken, the agent's web interface
+        listens on the next port.
+        """
+        reactor = BusyReactor(taken={4040})
+        app = AgentApplication(AgentConfig(), [], reactor, state_dir=self.mktemp())
+
+        app.startService()
+
+        self.assertEqual(app.web_url, "http://127.0.0.1:4041")
+
+    def test_default_written_taken(self) -> None:
+        """
+        C{web_addr: 127.0.0.1:4040} written in the file must be free, although
+        it is the default: the agent does not start, and no other port is
+        tried.
+        """
+        reactor = BusyReactor(taken={4040})
+        config = AgentConfig(web_addr=HostPort("127.0.0.1", 4040), web_addr_set=True)
+        app = AgentApplication(config, [], reactor)
+
+        app.startService()
+
+        failure = self.failureResultOf(app.ready, TunnelkitError)
+        self.assertEqual(failure.value.code, "TK_WEB_ADDR_IN_USE")
+        self.assertEqual(reactor.tcpServers, [])
 
     def test_web_addr_false(self) -> None:
         """

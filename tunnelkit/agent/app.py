@@ -110,7 +110,9 @@ class AgentApplication(MultiService):
         config = self.config
         if config.web_addr is not None:
             web = WebInterface(self, config.web_allow_hosts)
-            self.web_url = web.listen(self.reactor, config.web_addr)
+            self.web_url = web.listen(
+                self.reactor, config.web_addr, config.web_addr_fallback
+            )
             self.web = web
         edge_address = config.server_addr
         root_cas: str | None = config.root_cas

@@ -91,6 +91,8 @@ class AgentConfig:
     @ivar log_format: C{term}, C{logfmt} or C{json}.
     @ivar web_addr: where the web interface and API listen, or C{None} when
         disabled with C{web_addr: false}.
+    @ivar web_addr_set: whether a file set C{web_addr}; see
+        L{web_addr_fallback}.
     @ivar web_allow_hosts: extra Host header values the web interface
         accepts.
     @ivar inspect_db_size: as written: bytes of capture storage, C{0} for
@@ -118,6 +120,7 @@ class AgentConfig:
     log_level: str = "info"
     log_format: str = "term"
     web_addr: HostPort | None = DEFAULT_WEB_ADDR
+    web_addr_set: bool = False
     web_allow_hosts: tuple[str, ...] = ()
     inspect_db_size: int = 0
     inspect_body_size: int = DEFAULT_INSPECT_BODY_BYTES
@@ -142,6 +145,16 @@ class AgentConfig:
         if self.inspect_db_size == 0:
             return DEFAULT_INSPECT_DB_BYTES
         return self.inspect_db_size
+
+    @property
+    def web_addr_fallback(self) -> bool:
+        """
+        Whether the web interface may listen on a later port when
+        C{web_addr}'s is taken: only with the default left unset, as in
+        ngrok; an address written in a file, even the default one, must be
+        free.
+        """
+        return not self.web_addr_set and self.web_addr == DEFAULT_WEB_ADDR
 
 
 def default_agent_config_path(
@@ -337,6 +350,7 @@ def _read_agent(
         log_level=log.log_level,
         log_format=log.log_format,
         web_addr=_read_web_addr(root),
+        web_addr_set=root.node("web_addr") is not None,
         web_allow_hosts=tuple(allow_hosts),
         inspect_db_size=_read_inspect_db_size(root),
         inspect_body_size=_read_inspect_body_size(root),

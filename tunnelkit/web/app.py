@@ -4,10 +4,10 @@ guard, served over HTTP on C{web_addr}.
 
 L{WebInterface.listen} binds the address and logs C{starting web service}
 with the address bound, as ngrok does (wrappers such as pyngrok read the
-API's address from that line). With the default address,
-C{127.0.0.1:4040}, the next ports up to 4049 are tried in turn when it is
-taken, as ngrok does, so that several agents can run on one machine; an
-address set in the file must be free.
+API's address from that line). When C{web_addr} is left unset and its
+default, C{127.0.0.1:4040}, is taken, the next ports up to 4049 are tried in
+turn, as ngrok does, so that several agents can run on one machine; an
+address set in the file, the default one included, must be free.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from tunnelkit.config import HostPort
-from tunnelkit.config.agent import DEFAULT_WEB_ADDR
 from tunnelkit.errors import TunnelkitError
 from tunnelkit.web.api import AgentApi, ApiHost
 from tunnelkit.web.guard import GuardedResource, HostAllowList
@@ -29,7 +28,7 @@ from tunnelkit.web.guard import GuardedResource, HostAllowList
 _log = Logger()
 
 DEFAULT_PORT_TRIES = 10
-"""Ports tried from the default C{web_addr}'s, one after another."""
+"""Ports tried from the default C{web_addr}'s, one after another, when unset."""
 
 
 class _WebSite(Site):
@@ -91,17 +90,20 @@ class WebInterface:
         self.url: str | None = None
         self._port: IListeningPort | None = None
 
-    def listen(self, reactor: Any, address: HostPort) -> str:
+    def listen(self, reactor: Any, address: HostPort, fallback: bool = False) -> str:
         """
-        Listen on C{address}, or with the default address on the first
-        free port of the ten from 4040.
+        Listen on C{address}, or with C{fallback} on the first free port of
+        the ten from its port.
+
+        @param fallback: whether later ports may be used: for the default
+            address when C{web_addr} is unset (L{AgentConfig.web_addr_fallback}).
 
         @return: the base URL.
         @raise TunnelkitError: C{TK_WEB_ADDR_IN_USE} when the address (or
-            every default port) is taken, C{TK_WEB_ADDR_INVALID} when it
+            every port tried) is taken, C{TK_WEB_ADDR_INVALID} when it
             cannot be listened on at all.
         """
-        tries = DEFAULT_PORT_TRIES if address == DEFAULT_WEB_ADDR else 1
+        tries = DEFAULT_PORT_TRIES if fallback else 1
         for offset in range(tries):
             candidate = HostPort(address.host, address.port + offset)
             try:
