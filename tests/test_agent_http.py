@@ -351,10 +351,10 @@ class SummaryTests(SynchronousTestCase):
     L{write_summary}: one Forwarding line per public URL.
     """
 
-    def summary(self, *tunnels: Tunnel) -> list[str]:
+    def summary(self, *tunnels: Tunnel, web_url: str | None = None) -> list[str]:
         """
         @return: the lines of the summary of an agent running C{tunnels}
-            with a remote edge.
+            with a remote edge, its web interface at C{web_url}.
         """
         agent = SimpleNamespace(
             edge=HostPort("edge.example.com", 4443),
@@ -362,7 +362,7 @@ class SummaryTests(SynchronousTestCase):
         )
         stdout = StringIO()
 
-        write_summary(stdout, SimpleNamespace(agent=agent, edge=None))
+        write_summary(stdout, SimpleNamespace(agent=agent, edge=None, web_url=web_url))
 
         return stdout.getvalue().splitlines()
 
@@ -385,6 +385,26 @@ class SummaryTests(SynchronousTestCase):
                 f"{'Forwarding':<30}http://web.example -> http://localhost:8080",
             ],
         )
+
+    def test_web_interface(self) -> None:
+        """
+        When the web interface runs, a C{Web Interface} line after the edge
+        gives its URL, as in ngrok's console; without it there is no line.
+        """
+        ssh = Tunnel(SSH, public_urls=("tcp://edge.example.com:20001",))
+
+        lines = self.summary(ssh, web_url="http://127.0.0.1:4041")
+        without = self.summary(ssh)
+
+        self.assertEqual(
+            lines[4:7],
+            [
+                f"{'Edge':<30}edge.example.com:4443",
+                f"{'Web Interface':<30}http://127.0.0.1:4041",
+                f"{'Forwarding':<30}tcp://edge.example.com:20001 -> localhost:22",
+            ],
+        )
+        self.assertEqual([line for line in lines if "Web" not in line], without)
 
     def test_tcp_and_file(self) -> None:
         """

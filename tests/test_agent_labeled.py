@@ -72,6 +72,7 @@ class BindTests(SynchronousTestCase):
                 edge="edge.example.com:4443", tunnels={"web": tunnel}
             ),
             edge=None,
+            web_url=None,
         )
         output = io.StringIO()
 

@@ -4,6 +4,7 @@ with an empty home: no configuration, so an embedded edge, and a directory
 served through the URL it prints, fetched with curl as a person would.
 """
 
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,9 @@ HTTP_FORWARDING_LINE = (
     r"^Forwarding\s+(http://([0-9a-f]+)\.localhost:([0-9]+)) -> (file://\S+)$"
 )
 """The summary line of the embedded edge's URL for a file tunnel."""
+
+WEB_INTERFACE_LINE = r"^Web Interface\s+(http://127\.0\.0\.1:[0-9]+)$"
+"""The summary line of the web interface's URL."""
 
 
 class HttpQuickStartTests(TestCase):
@@ -82,3 +86,23 @@ class HttpQuickStartTests(TestCase):
         self.assertEqual((listing_code, body_code), (0, 0), program.describe())
         self.assertTrue(re.search(rb'href="[^"]*hello\.txt"', listing), listing)
         self.assertEqual(body, b"hello through the tunnel\n")
+
+    @inlineCallbacks
+    def test_prints_web_interface(self) -> Steps[None]:
+        """
+        The summary has a C{Web Interface} line, as ngrok's console, with the
+        URL the web interface took (4040, or a later port when another
+        agent holds it): the API there lists the tunnel the summary shows.
+        """
+        argv = TUNNELKIT + ["http", f"file://{self.served}"]
+        program = start_program(
+            self, "tunnelkit http", argv, home=self.home, cwd=self.served
+        )
+        web = yield program.wait_for_line(WEB_INTERFACE_LINE, stream="out")
+        forwarding = yield program.wait_for_line(HTTP_FORWARDING_LINE, stream="out")
+
+        listed, code = yield self.curl(web.group(1) + "/api/tunnels")
+
+        self.assertEqual(code, 0, program.describe())
+        urls = [tunnel["public_url"] for tunnel in json.loads(listed)["tunnels"]]
+        self.assertIn(forwarding.group(1), urls)

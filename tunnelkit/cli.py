@@ -333,8 +333,9 @@ def _run_agent(
 
 def write_summary(stdout: IO[str], app: Any) -> None:
     """
-    Print the startup summary: session status, version, edge and one
-    Forwarding line per public URL of each tunnel.
+    Print the startup summary: session status, version, edge, the web
+    interface's URL when it runs, and one Forwarding line per public URL of
+    each tunnel.
     """
     agent = app.agent
     edge = str(agent.edge)
@@ -347,6 +348,8 @@ def write_summary(stdout: IO[str], app: Any) -> None:
         f"{'Version':<30}{__version__}",
         f"{'Edge':<30}{edge}",
     ]
+    if app.web_url is not None:
+        lines.append(f"{'Web Interface':<30}{app.web_url}")
     for tunnel in agent.tunnels.values():
         if tunnel.labels:
             lines.append(
