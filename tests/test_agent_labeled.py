@@ -9,17 +9,20 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, inlineCallbacks, succeed
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e import Steps, free_port
 from tests.rawhttp import read_response, serve
 from tests.test_upstream import UpstreamTestCase
+from tunnelkit.agent.app import AgentApplication
 from tunnelkit.agent.session import AgentSession
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.agent.upstream import ProxiedStream
 from tunnelkit.cli import write_summary
-from tunnelkit.config import TunnelDefinition, UpstreamAddress
+from tunnelkit.config import AgentConfig, HostPort, TunnelDefinition, UpstreamAddress
 from tunnelkit.control.messages import BindLabelsResp, ProxyHeader
+from tunnelkit.errors import TunnelkitError
 from tunnelkit.mux import MuxConfig
 
 
@@ -81,6 +84,47 @@ class BindTests(SynchronousTestCase):
         self.assertIn(
             "labels app=web,env=prod -> http://127.0.0.1:8000", output.getvalue()
         )
+
+
+class EmbeddedEdgeTests(SynchronousTestCase):
+    """
+    A labeled tunnel without C{server_addr}: the edge inside the agent has
+    no edges to route to it.
+    """
+
+    def test_refused_before_starting(self) -> None:
+        """
+        The agent does not start: C{ready} fails with C{TK_LABELS_NEED_EDGE},
+        which names the tunnel and says to set C{server_addr}, before the
+        web interface or an embedded edge is started.
+        """
+        memory = MemoryReactorClock()
+        tunnel = labeled_tunnel().definition
+        app = AgentApplication(AgentConfig(), [tunnel], memory)
+
+        app.startService()
+
+        failure = self.failureResultOf(app.ready, TunnelkitError)
+        self.assertEqual(failure.value.code, "TK_LABELS_NEED_EDGE")
+        self.assertIn("'web'", failure.value.message)
+        self.assertIn("server_addr", failure.value.message)
+        self.assertEqual((app.edge, app.web_url, memory.tcpServers), (None, None, []))
+
+    def test_with_server_addr(self) -> None:
+        """
+        With a C{server_addr} the labeled tunnel is not refused: the agent
+        goes on to dial that edge.
+        """
+        memory = MemoryReactorClock()
+        tunnel = labeled_tunnel().definition
+        config = AgentConfig(web_addr=None, server_addr=HostPort("192.0.2.1", 4443))
+        app = AgentApplication(config, [tunnel], memory)
+
+        app.startService()
+        self.addCleanup(app.stopService)
+
+        self.assertNoResult(app.ready)
+        self.assertIsNotNone(app.agent)
 
 
 class UnreachableTests(UpstreamTestCase):

@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.e2e import (
     TOKEN,
+    TUNNELKIT,
     Edge,
     Program,
     Steps,
@@ -25,6 +26,7 @@ from tests.e2e import (
     mentions,
     start_agent,
     start_edge,
+    start_program,
     write_agent_config,
     write_edge_config,
 )
@@ -457,3 +459,28 @@ class ReloadTests(TestCase):
         self.assertIn("unrecognized name", before.errors)
         self.assertEqual((after.status, after.body), (200, b"reloaded"))
         self.assertEqual((kept.status, kept.body), (200, b"reloaded"))
+
+
+class EmbeddedEdgeTests(TestCase):
+    """
+    C{tunnelkit tunnel --label} with no C{server_addr}, where only the edge
+    inside the agent could serve it.
+    """
+
+    @inlineCallbacks
+    def test_needs_edge(self) -> Steps[None]:
+        """
+        The command exits with status 1 and C{TK_LABELS_NEED_EDGE} saying to
+        set C{server_addr}, not with an error about an C{edge.yml} the user
+        does not have.
+        """
+        home = make_directory(self)
+        argv = TUNNELKIT + ["tunnel", "--label", "app=web", "1"]
+        program = start_program(self, "tunnelkit tunnel", argv, home=home)
+
+        code = yield program.wait_for_exit()
+
+        self.assertEqual(code, 1, program.describe())
+        self.assertIn("ERROR: TK_LABELS_NEED_EDGE:", program.text("err"))
+        self.assertIn("set server_addr", program.text("err"))
+        self.assertNotIn("TK_LABELS_NOT_ALLOWED", program.text())

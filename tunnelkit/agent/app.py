@@ -19,6 +19,7 @@ from tunnelkit.agent.service import AgentService
 from tunnelkit.config import AgentConfig, EdgeConfig, HostPort, TunnelDefinition
 from tunnelkit.config.edge import PortRange
 from tunnelkit.edge.server import EdgeServer
+from tunnelkit.errors import TunnelkitError
 from tunnelkit.web.app import WebInterface
 
 _log = Logger()
@@ -66,7 +67,9 @@ class AgentApplication(MultiService):
     @ivar agent: the agent service, once created.
     @ivar edge: the embedded edge, when there is one.
     @ivar ready: fires with the agent service once its tunnels are bound,
-        or fails with the error that stopped it.
+        or fails with the error that stopped it: C{TK_LABELS_NEED_EDGE},
+        before anything starts, for a labeled tunnel without a
+        C{server_addr}, as the embedded edge has no edges to route to it.
     @ivar inspection: the captures of HTTP exchanges and how they are made,
         or C{None} when C{inspect_db_size} is C{-1}.
     @ivar web: the web interface, once listening; C{None} with
@@ -108,6 +111,14 @@ class AgentApplication(MultiService):
 
     async def _start(self) -> None:
         config = self.config
+        labeled = [d.name for d in self.tunnel_definitions if d.labels]
+        if config.server_addr is None and labeled:
+            raise TunnelkitError(
+                "TK_LABELS_NEED_EDGE",
+                f"The labeled tunnel {labeled[0]!r} needs an edge that defines"
+                " edges in its edge.yml, and the edge inside the agent defines"
+                " none; set server_addr to such an edge.",
+            )
         if config.web_addr is not None:
             web = WebInterface(self, config.web_allow_hosts)
             self.web_url = web.listen(
