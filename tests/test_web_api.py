@@ -164,17 +164,20 @@ class TunnelStartTests(ApiTestCase):
 
     def test_exists(self) -> None:
         """
-        A name already running is refused as ngrok does.
+        A name already running is refused as ngrok does, with code 102, and
+        C{details.err} starts with tunnelkit's code, C{TK_TUNNEL_EXISTS}.
         """
         answer = self.call(
             "POST", "/api/tunnels", {"name": "web", "proto": "http", "addr": 80}
         )
 
         self.assertApiError(answer, 400, 102, 'tunnel "web" already exists')
+        self.assertTrue(answer[2]["details"]["err"].startswith("TK_TUNNEL_EXISTS: "))
 
     def test_not_ready(self) -> None:
         """
-        Without a session with the edge, C{503} with code 104.
+        Without a session with the edge, C{503} with code 104, and
+        C{details.err} starts with C{TK_SESSION_NOT_READY}.
         """
         self.agent.session = None
 
@@ -183,6 +186,9 @@ class TunnelStartTests(ApiTestCase):
         )
 
         self.assertApiError(answer, 503, 104)
+        self.assertTrue(
+            answer[2]["details"]["err"].startswith("TK_SESSION_NOT_READY: ")
+        )
 
     def test_refused_by_edge(self) -> None:
         """

@@ -286,15 +286,18 @@ class AgentApi:
         agent = self._agent()
         if agent is None:
             raise ApiError(
-                NOT_READY, "the agent has not yet established a session with its edge"
+                NOT_READY,
+                "TK_SESSION_NOT_READY: The agent has not yet established a session"
+                " with its edge, so it cannot start tunnels; try again once it is"
+                " online.",
             )
         try:
             tunnel = await agent.add_tunnel(definition)
         except TunnelkitError as error:
             if error.code == "TK_TUNNEL_EXISTS":
-                raise ApiError(INVALID_TUNNEL, f'tunnel "{name}" already exists')
+                raise ApiError(INVALID_TUNNEL, str(error))
             if error.code == "TK_SESSION_NOT_READY":
-                raise ApiError(NOT_READY, error.message)
+                raise ApiError(NOT_READY, str(error))
             raise ApiError(TUNNEL_START_FAILED, str(error))
         request.setResponseCode(201)
         inspection = self.host.inspection
