@@ -1181,7 +1181,8 @@ class SelectTunnelsTests(SynchronousTestCase):
 
     def test_all_without_tunnels(self) -> None:
         """
-        C{start --all} with no tunnel defined fails with ngrok's sentence.
+        C{start --all} with no tunnel defined fails with ngrok's sentence,
+        after C{TK_NO_TUNNELS_DEFINED}.
         """
         options = parsed(StartOptions(), ["--all"])
 
@@ -1191,16 +1192,17 @@ class SelectTunnelsTests(SynchronousTestCase):
 
         self.assertEqual(
             failure.message,
-            "ERROR: Your configuration file must define at least one tunnel"
-            " when using --all. To intentionally start no tunnels, use"
-            " `tunnelkit start --none.`\n",
+            "ERROR: TK_NO_TUNNELS_DEFINED: Your configuration file must define"
+            " at least one tunnel when using --all. To intentionally start no"
+            " tunnels, use `tunnelkit start --none.`\n",
         )
         self.assertEqual(failure.code, 1)
 
     def test_unknown_name(self) -> None:
         """
-        An unknown name fails with three lines: the name, the tunnels
-        available and the config files read.
+        An unknown name fails with three lines: the name (with
+        C{TK_TUNNEL_UNDEFINED}), the tunnels available and the config files
+        read.
         """
         options = parsed(StartOptions(), ["ssh", "web"])
 
@@ -1210,7 +1212,8 @@ class SelectTunnelsTests(SynchronousTestCase):
 
         self.assertEqual(
             failure.message,
-            "ERROR: Tunnel 'web' is not defined in the config files.\n"
+            "ERROR: TK_TUNNEL_UNDEFINED: Tunnel 'web' is not defined in the"
+            " config files.\n"
             "ERROR: Tunnels available: ssh, db\n"
             "ERROR: Config files read: [/etc/tunnelkit/a.yml, /home/u/b.yml]\n",
         )

@@ -195,8 +195,23 @@ class UsageTests(CommandTestCase):
 
         self.assertUsageError(
             status,
-            "--log-level must be one of crit, warn, error, info, debug, not 'loud'",
+            "TK_LOG_LEVEL: --log-level must be one of crit, warn, error, info, debug,"
+            " not 'loud'",
             "tunnelkit tcp",
+        )
+
+    def test_bad_log_format(self) -> None:
+        """
+        A C{--log-format} that is not one of ngrok's is C{TK_LOG_FORMAT} and
+        lists the allowed ones.
+        """
+        status = self.run_command("edge", "--config", "e.yml", "--log-format", "xml")
+
+        self.assertUsageError(
+            status,
+            "TK_LOG_FORMAT: --log-format must be one of term, logfmt, json,"
+            " not 'xml'",
+            "tunnelkit edge",
         )
 
     def test_all_and_none(self) -> None:
@@ -433,8 +448,8 @@ class AgentCommandTests(CommandTestCase):
 
     def test_unknown_name(self) -> None:
         """
-        An unknown tunnel name fails with ngrok's three lines, before the
-        reactor or the log is touched.
+        An unknown tunnel name fails with ngrok's three lines, the first with
+        C{TK_TUNNEL_UNDEFINED}, before the reactor or the log is touched.
         """
         status = self.run_command(
             "start", "--config", self.config, "web", reactor=self.reactor
@@ -443,7 +458,8 @@ class AgentCommandTests(CommandTestCase):
         self.assertEqual(status, 1)
         self.assertEqual(
             self.stderr.getvalue(),
-            "ERROR: Tunnel 'web' is not defined in the config files.\n"
+            "ERROR: TK_TUNNEL_UNDEFINED: Tunnel 'web' is not defined in the config"
+            " files.\n"
             "ERROR: Tunnels available: ssh, db\n"
             f"ERROR: Config files read: [{self.config}]\n",
         )
@@ -451,7 +467,8 @@ class AgentCommandTests(CommandTestCase):
 
     def test_all_without_tunnels(self) -> None:
         """
-        C{start --all} with no tunnel defined fails with ngrok's sentence.
+        C{start --all} with no tunnel defined fails with ngrok's sentence,
+        after C{TK_NO_TUNNELS_DEFINED}.
         """
         empty = self.write("empty.yml", 'version: "2"\n')
 
@@ -460,6 +477,9 @@ class AgentCommandTests(CommandTestCase):
         self.assertEqual(status, 1)
         self.assertIn(
             "must define at least one tunnel when using --all", self.stderr.getvalue()
+        )
+        self.assertTrue(
+            self.stderr.getvalue().startswith("ERROR: TK_NO_TUNNELS_DEFINED: ")
         )
 
     def test_bad_config(self) -> None:

@@ -153,8 +153,9 @@ def select_tunnels(
     The tunnels a command starts: the one its arguments describe, or those
     named from the config files.
 
-    @raise CommandFailed: for unknown names or C{--all} with none defined,
-        in ngrok's words.
+    @raise CommandFailed: for unknown names (C{TK_TUNNEL_UNDEFINED}) or
+        C{--all} with none defined (C{TK_NO_TUNNELS_DEFINED}), in ngrok's
+        words.
     """
     if command == "tcp":
         try:
@@ -225,8 +226,8 @@ def select_tunnels(
     if options["all"]:
         if not config.tunnels:
             raise CommandFailed(
-                "ERROR: Your configuration file must define at least one tunnel"
-                " when using --all. To intentionally start no tunnels, use"
+                "ERROR: TK_NO_TUNNELS_DEFINED: Your configuration file must define"
+                " at least one tunnel when using --all. To intentionally start no tunnels, use"
                 " `tunnelkit start --none.`\n"
             )
         return list(config.tunnels.values())
@@ -235,7 +236,8 @@ def select_tunnels(
         available = ", ".join(config.tunnels) or "(none)"
         read = ", ".join(config.paths) or "(none)"
         raise CommandFailed(
-            f"ERROR: Tunnel '{unknown[0]}' is not defined in the config files.\n"
+            f"ERROR: TK_TUNNEL_UNDEFINED: Tunnel '{unknown[0]}' is not defined"
+            " in the config files.\n"
             f"ERROR: Tunnels available: {available}\n"
             f"ERROR: Config files read: [{read}]\n"
         )

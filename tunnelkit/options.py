@@ -31,17 +31,19 @@ def check_log_flags(options: usage.Options) -> None:
     """
     Reject a C{--log-level} or C{--log-format} that is not one of ngrok's.
 
-    @raise usage.UsageError: naming the flag and the allowed values.
+    @raise usage.UsageError: starting with C{TK_LOG_LEVEL} or
+        C{TK_LOG_FORMAT}, naming the flag and the allowed values.
     """
     level = options["log-level"]
     if level is not None and level not in LOG_LEVELS:
         raise usage.UsageError(
-            f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}"
+            f"TK_LOG_LEVEL: --log-level must be one of {', '.join(LOG_LEVELS)},"
+            f" not {level!r}"
         )
     log_format = options["log-format"]
     if log_format is not None and log_format not in LOG_FORMATS:
         raise usage.UsageError(
-            f"--log-format must be one of {', '.join(LOG_FORMATS)},"
+            f"TK_LOG_FORMAT: --log-format must be one of {', '.join(LOG_FORMATS)},"
             f" not {log_format!r}"
         )
 
