@@ -146,6 +146,86 @@ class VersionTests(CommandTestCase):
         self.assertEqual(status, 0)
         self.assertEqual(self.stdout.getvalue(), f"tunnelkit version {__version__}\n")
 
+    def test_every_command(self) -> None:
+        """
+        C{--version} after any command or subcommand prints tunnelkit's
+        version, never Twisted's.
+        """
+        commands = [
+            ["tcp"],
+            ["start"],
+            ["edge"],
+            ["config"],
+            ["config", "check"],
+            ["config", "add-authtoken"],
+            ["version"],
+        ]
+        for command in commands:
+            self.stdout.truncate(0)
+            self.stdout.seek(0)
+
+            status = self.run_command(*command, "--version")
+
+            self.assertEqual(
+                (status, self.stdout.getvalue()),
+                (0, f"tunnelkit version {__version__}\n"),
+                command,
+            )
+
+
+class HelpTests(CommandTestCase):
+    """
+    The C{--help} of each command.
+    """
+
+    def help(self, *command: str) -> str:
+        """
+        @return: what C{tunnelkit COMMAND --help} prints.
+        """
+        self.assertEqual(self.run_command(*command, "--help"), 0)
+        return self.stdout.getvalue()
+
+    def test_no_module_docstring(self) -> None:
+        """
+        No help ends with the docstring of the C{__main__} module, epytext
+        markup and all, whichever way the command was started.
+        """
+        self.patch(sys.modules["__main__"], "__doc__", "C{python -m tunnelkit}")
+        commands = [
+            ("tcp",),
+            ("start",),
+            ("edge",),
+            ("version",),
+            ("config",),
+            ("config", "check"),
+            ("config", "add-authtoken"),
+            ("config", "add-server-addr"),
+        ]
+
+        helps = [self.help(*command) for command in commands]
+
+        self.assertEqual([text for text in helps if "C{" in text], [])
+
+    def test_config_flags(self) -> None:
+        """
+        The C{config} subcommands offer C{--config} but none of the agent's
+        C{--authtoken} and log flags, which mean nothing there.
+        """
+        text = self.help("config", "add-authtoken")
+
+        self.assertIn("--config", text)
+        for flag in ("--authtoken", "--log", "--log-format", "--log-level"):
+            self.assertNotIn(flag + "=", text)
+
+    def test_config_log_flag_refused(self) -> None:
+        """
+        C{config check --log stdout} is a usage error.
+        """
+        status = self.run_command("config", "check", "--log", "stdout")
+
+        self.assertEqual(status, 2)
+        self.assertIn("--log", self.stderr.getvalue())
+
 
 class UsageTests(CommandTestCase):
     """

@@ -51,13 +51,22 @@ def check_log_flags(options: usage.Options) -> None:
 class _Command(usage.Options):
     """
     Options of a command whose help starts with its own synopsis, which
-    names the whole command; Twisted would put the parent's in front.
+    names the whole command; Twisted would put the parent's in front. Its
+    help ends with its own C{longdesc} or nothing, never the docstring of
+    the C{__main__} module, and C{--version} prints tunnelkit's version,
+    not Twisted's.
     """
 
     synopsis = ""
+    longdesc = ""
 
     def getSynopsis(self) -> str:
         return self.synopsis
+
+    def opt_version(self) -> None:
+        """print the tunnelkit version and exit"""
+        sys.stdout.write(f"tunnelkit version {__version__}\n")
+        raise SystemExit(0)
 
 
 class _FlagsAnywhere(_Command):
@@ -97,18 +106,11 @@ class _FlagsAnywhere(_Command):
         super().parseOptions(flags + ["--"] + arguments)
 
 
-class CommonOptions(_FlagsAnywhere):
+class ConfigFileOptions(_FlagsAnywhere):
     """
-    Flags every agent command takes: C{--config} (repeatable, or a comma
-    separated list, merged in order), C{--authtoken} and the log flags.
+    The C{--config} flag: repeatable, or a comma separated list, merged in
+    order. The C{tunnelkit config} subcommands take only this one.
     """
-
-    optParameters: list[list[Any]] = [
-        ["authtoken", None, None, "the authtoken to connect with"],
-        ["log", None, None, "where to log: stdout, stderr, false or a file path"],
-        ["log-format", None, None, "log format: term, logfmt or json"],
-        ["log-level", None, None, "log level: crit, warn, error, info or debug"],
-    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,10 +120,19 @@ class CommonOptions(_FlagsAnywhere):
         """a config file; repeat it, or separate paths with commas; later ones win"""
         self["configs"].extend(path for path in paths.split(",") if path)
 
-    def opt_version(self) -> None:
-        """print the tunnelkit version and exit"""
-        sys.stdout.write(f"tunnelkit version {__version__}\n")
-        raise SystemExit(0)
+
+class CommonOptions(ConfigFileOptions):
+    """
+    Flags every agent command takes: C{--config}, C{--authtoken} and the log
+    flags.
+    """
+
+    optParameters: list[list[Any]] = [
+        ["authtoken", None, None, "the authtoken to connect with"],
+        ["log", None, None, "where to log: stdout, stderr, false or a file path"],
+        ["log-format", None, None, "log format: term, logfmt or json"],
+        ["log-level", None, None, "log level: crit, warn, error, info or debug"],
+    ]
 
     def postOptions(self) -> None:
         check_log_flags(self)
@@ -533,7 +544,7 @@ class TunnelOptions(CommonOptions):
             )
 
 
-class _ConfigKeyOptions(CommonOptions):
+class _ConfigKeyOptions(ConfigFileOptions):
     """
     A C{tunnelkit config} subcommand that sets one key.
     """
@@ -562,7 +573,7 @@ class AddServerAddrOptions(_ConfigKeyOptions):
     key = "server_addr"
 
 
-class CheckOptions(CommonOptions):
+class CheckOptions(ConfigFileOptions):
     """
     C{tunnelkit config check}.
     """
@@ -636,9 +647,7 @@ class TunnelkitOptions(usage.Options):
     ]
 
     def opt_version(self) -> None:
-        """
-        Print the tunnelkit version and exit.
-        """
+        """print the tunnelkit version and exit"""
         sys.stdout.write(f"tunnelkit version {__version__}\n")
         raise SystemExit(0)
 
