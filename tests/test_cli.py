@@ -436,8 +436,9 @@ class AddServerAddrTests(CommandTestCase):
 
     def test_bad_address(self) -> None:
         """
-        An address that is not C{HOST:PORT} fails with an example of one,
-        and no file is written.
+        An address that is not C{HOST:PORT} fails with
+        C{TK_CONFIG_INVALID_VALUE} and an example of one, and no file is
+        written.
         """
         path = os.path.join(self.directory, "tunnelkit.yml")
 
@@ -447,8 +448,12 @@ class AddServerAddrTests(CommandTestCase):
 
         self.assertEqual(status, 1)
         error = self.stderr.getvalue()
-        self.assertTrue(error.startswith("ERROR: 'edge.example.com:http'"), error)
+        self.assertTrue(
+            error.startswith("ERROR: server_addr: 'edge.example.com:http' given"),
+            error,
+        )
         self.assertIn("tunnels.example.com:4443", error)
+        self.assertIn("(TK_CONFIG_INVALID_VALUE)", error)
         self.assertFalse(os.path.exists(path))
 
 

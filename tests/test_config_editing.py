@@ -254,7 +254,9 @@ class RejectTests(EditingTestCase):
 
     def test_invalid_value_leaves_file(self) -> None:
         """
-        A value that does not validate is refused and the file is unchanged.
+        A value that does not validate is refused and the file is unchanged;
+        the error names the value given, not the line of the file, which
+        still holds the old value.
         """
         original = 'version: "2"\nserver_addr: edge.example\n'
         self.write(original)
@@ -264,9 +266,33 @@ class RejectTests(EditingTestCase):
         )
 
         self.assertEqual(
-            (error.code, error.line, error.key, self.read()),
-            ("TK_CONFIG_INVALID_VALUE", 2, "server_addr", original),
+            (error.code, error.path, error.line, error.key, self.read()),
+            ("TK_CONFIG_INVALID_VALUE", None, None, "server_addr", original),
         )
+        self.assertIn("given on the command line ('edge:99999')", error.message)
+        self.assertIn(f"{self.path} is left unchanged", error.message)
+
+    def test_invalid_authtoken_not_shown(self) -> None:
+        """
+        An authtoken with a space is refused, naming the value given on the
+        command line without repeating it, and no line of the file.
+        """
+        original = 'version: "2"\nauthtoken: old-token\n'
+        self.write(original)
+
+        error = self.assertRaises(
+            ConfigError, set_agent_config_key, self.path, "authtoken", "has space"
+        )
+
+        self.assertEqual(
+            (error.code, error.line, error.key, self.read()),
+            ("TK_CONFIG_INVALID_VALUE", None, "authtoken", original),
+        )
+        self.assertTrue(
+            str(error).startswith("authtoken: the value given on the command line:"),
+            str(error),
+        )
+        self.assertNotIn("has space", str(error))
 
     def test_broken_file_refused(self) -> None:
         """

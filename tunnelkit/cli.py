@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from tunnelkit import __version__
 from tunnelkit.config import (
+    INVALID_VALUE,
     AgentConfig,
     ConfigError,
     TunnelDefinition,
@@ -131,9 +132,11 @@ def _config_command(options: usage.Options, stdout: IO[str]) -> int:
         try:
             parse_host_port(value)
         except ValueError as error:
-            raise CommandFailed(
-                f"ERROR: {value!r} is not a server address: {error}. Write"
-                " HOST:PORT, e.g. tunnels.example.com:4443.\n"
+            raise ConfigError(
+                INVALID_VALUE,
+                f"{value!r} given on the command line is not a server address:"
+                f" {error}. Write HOST:PORT, e.g. tunnels.example.com:4443.",
+                key="server_addr",
             )
         set_agent_config_key(path, "server_addr", value)
         stdout.write(f"Server address saved to configuration file: {path}\n")

@@ -60,8 +60,10 @@ def set_agent_config_key(path: str, key: str, value: str) -> None:
     @param value: the new value, as the user typed it.
     @raise ConfigError: C{TK_CONFIG_UNKNOWN_KEY} for a key that is not a
         top-level scalar key, any loading error of the existing file or of
-        the result (the file is then left unchanged), or
-        C{TK_CONFIG_UNREADABLE} when the file cannot be read or written.
+        the result (the file is then left unchanged; an error in the new
+        value names the value given, not a line of a file that does not
+        hold it), or C{TK_CONFIG_UNREADABLE} when the file cannot be read or
+        written.
     """
     if key not in _EDITABLE_KEYS:
         message = unknown_key_message(key, _EDITABLE_KEYS)
@@ -72,7 +74,18 @@ def set_agent_config_key(path: str, key: str, value: str) -> None:
     text = _read_text(path)
     edited = _edit(text, path, key, _render(key, value))
 
-    build_agent_config([parse_yaml(edited, path)], [path])
+    try:
+        build_agent_config([parse_yaml(edited, path)], [path])
+    except ConfigError as error:
+        if error.key != key:
+            raise
+        given = "" if key == "authtoken" else f" ({value!r})"
+        raise ConfigError(
+            error.code,
+            f"the value given on the command line{given}: {error.message};"
+            f" {path} is left unchanged",
+            key=key,
+        )
     _replace_file(path, edited)
 
 
