@@ -25,6 +25,7 @@ edges:
   db:
     type: tcp
     hostports: ["tcp.example.com:25000"]
+https_listener: tcp:443
 """
 
 
@@ -96,6 +97,7 @@ class EdgesErrorTests(EdgeTestCase):
             "    routes:\n"
             "      - match: /api\n"
             "        backend: {type: canary}\n"
+            "https_listener: tcp:443\n"
         )
 
         self.assertError(
@@ -108,7 +110,7 @@ class EdgesErrorTests(EdgeTestCase):
 
     def test_bad_option(self) -> None:
         """
-        A bad option of a built-in backend is an error at its backend.
+        A bad option of a built-in backend is an error at the option.
         """
         error = self.fails(
             "edges:\n"
@@ -120,8 +122,34 @@ class EdgesErrorTests(EdgeTestCase):
             "      balance: random\n"
         )
 
-        self.assertError(error, "TK_CONFIG_INVALID_VALUE", 6, "edges.db.backend")
+        self.assertError(
+            error, "TK_CONFIG_INVALID_VALUE", 7, "edges.db.backend.balance"
+        )
         self.assertIn("round_robin", error.message)
+
+    def test_https_edge_without_listener(self) -> None:
+        """
+        An https edge in a file without C{https_listener} is an error at its
+        type, saying to configure the listener.
+        """
+        error = self.fails(
+            "edges:\n  web:\n    type: https\n    hostports: [app.example.com]\n"
+        )
+
+        self.assertError(error, "TK_CONFIG_INVALID_VALUE", 3, "edges.web.type")
+        self.assertIn("configure https_listener", error.message)
+
+    def test_tls_edge_without_listener(self) -> None:
+        """
+        A tls edge needs C{https_listener} too; a tcp edge does not.
+        """
+        error = self.fails(
+            "edges:\n"
+            "  db: {type: tcp, hostports: ['tcp.example.com:25000']}\n"
+            "  pass: {type: tls, hostports: [tls.example.com]}\n"
+        )
+
+        self.assertError(error, "TK_CONFIG_INVALID_VALUE", 3, "edges.pass.type")
 
     def test_unsatisfiable_labels_allowed(self) -> None:
         """
@@ -134,6 +162,7 @@ class EdgesErrorTests(EdgeTestCase):
             "    type: https\n"
             "    hostports: [app.example.com]\n"
             "    backend: {type: tunnel_group, labels: {nobody: here}}\n"
+            "https_listener: tcp:443\n"
         )
 
         self.assertEqual(len(config.edges), 1)

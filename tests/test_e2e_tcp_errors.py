@@ -30,6 +30,7 @@ from tests.e2e import (
     twistd_argv,
     write_agent_config,
     write_edge_config,
+    write_file,
 )
 from tests.loopback import Clients, listen_echo
 from tunnelkit.pki import ensure_edge_certificate
@@ -228,6 +229,30 @@ class FailureReportTests(TestCase):
         code = yield edge.wait_for_exit(5.0)
 
         self.assertNotIn(code, (0, None), edge.describe())
+        self.assertIn("TK_LISTEN_FAILED", edge.describe())
+        self.assertIn(f"{config}:2: agent_listener", edge.describe())
+
+    @inlineCallbacks
+    def test_twistd_edge_state_dir_unwritable(self) -> Steps[None]:
+        """
+        C{twistd -n tunnel-edge} whose C{state_dir} is a regular file says
+        C{TK_STATE_DIR_UNWRITABLE}, naming the key and its line, and exits
+        with a non-zero status.
+        """
+        config = write_edge_config(self.directory)
+        write_file(os.path.join(self.directory, "state"), "not a directory\n")
+
+        edge = start_program(
+            self,
+            "edge",
+            twistd_argv(self.directory, "tunnel-edge", "--config", config),
+            home=self.directory,
+        )
+        yield edge.wait_for_line("TK_STATE_DIR_UNWRITABLE")
+        code = yield edge.wait_for_exit(5.0)
+
+        self.assertNotIn(code, (0, None), edge.describe())
+        self.assertIn(f"{config}:7: state_dir", edge.describe())
 
     @inlineCallbacks
     def test_untrusted_edge_certificate(self) -> Steps[None]:

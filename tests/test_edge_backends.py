@@ -8,12 +8,15 @@ matching routes by path.
 import random
 from typing import Any
 
+import twisted.plugin
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tunnelkit.config import ConfigError
 from tunnelkit.config._yaml import parse_yaml
+from tunnelkit.edge import backends
 from tunnelkit.edge.backends import (
     BUILT_IN,
     BackendBuilder,
@@ -490,6 +493,83 @@ class BuildBackendTests(SynchronousTestCase):
 
         self.assertTrue(verifyObject(IBackendFactory, broken))
         self.assertIn("built no IBackend", error.message)
+
+    def test_plugin_option_located(self) -> None:
+        """
+        A plugin's error that names one of its options points at that
+        option's line, not the backend's.
+        """
+
+        @implementer(IBackendFactory)
+        class Picky:
+            type = "picky"
+
+            def build(self, options: Any, builder: Any) -> Any:
+                raise ValueError("header must be a header field name")
+
+        error = self.assertRaises(
+            ConfigError,
+            build,
+            "type: picky\nvalue: 'yes'\nheader: 'X Canary'\n",
+            {**BUILT_IN, "picky": Picky()},
+        )
+
+        self.assertEqual((error.line, error.key), (3, "edges.web.backend.header"))
+
+    def test_unnamed_option_at_backend(self) -> None:
+        """
+        An error that names none of the options points at the backend.
+        """
+
+        @implementer(IBackendFactory)
+        class Vague:
+            type = "vague"
+
+            def build(self, options: Any, builder: Any) -> Any:
+                raise ValueError("something is wrong")
+
+        error = self.assertRaises(
+            ConfigError,
+            build,
+            "type: vague\nvalue: 1\n",
+            {**BUILT_IN, "vague": Vague()},
+        )
+
+        self.assertEqual((error.line, error.key), (1, "edges.web.backend"))
+
+
+class PluginDiscoveryTests(SynchronousTestCase):
+    """
+    Plugins are found with Twisted's plugin system; one whose type cannot
+    be used is left out with a warning, logged once.
+    """
+
+    def test_taken_type_warned_once(self) -> None:
+        """
+        A plugin with a built-in's type is left out, with one warning
+        naming its class, however often the plugins are looked for.
+        """
+
+        @implementer(IBackendFactory)
+        class Shadow:
+            type = "tunnel_group"
+
+            def build(self, options: Any, builder: Any) -> Any:
+                raise AssertionError("never built")
+
+        shadow = Shadow()
+        self.patch(twisted.plugin, "getPlugins", lambda interface: [shadow])
+        self.patch(backends, "_warned", set())
+
+        with capturedLogs() as events:
+            first = backends.backend_factories()
+            backends.backend_factories()
+
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIs(first["tunnel_group"], BUILT_IN["tunnel_group"])
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(f"{__name__}.{Shadow.__qualname__}", warnings[0])
+        self.assertNotIn(" at 0x", warnings[0])
 
 
 class RouteTableTests(SynchronousTestCase):

@@ -14,6 +14,7 @@ from tests.test_edge_session import (
     BOB_TOKEN,
     GRANTS,
     PUBLIC_HOST,
+    EdgeReactor,
     EdgeTestCase,
     disconnect,
     make_edge,
@@ -28,6 +29,7 @@ from tunnelkit.control.messages import (
     Unbind,
 )
 from tunnelkit.edge.routing import label_set
+from tunnelkit.edge.server import EdgeServer
 from tunnelkit.edge.sni import TERMINATE
 from tunnelkit.interfaces import IHttpRouter, IPassthrough, ISniRouter
 
@@ -83,6 +85,7 @@ class BindLabelsTests(EdgeTestCase):
                 "edges:\n"
                 "  a: {type: tls, hostports: [a.example.com]}\n"
                 "  b: {type: https, hostports: [b.example.com]}\n"
+                "https_listener: tcp:443\n"
             )
         )
         edge = make_edge(edges=config.edges)
@@ -220,7 +223,10 @@ class ReloadTests(EdgeTestCase):
         the new TCP edge's port is listened on.
         """
         first = load_edge_config(
-            self.write("edges: {a: {type: https, hostports: [a.example.com]}}\n")
+            self.write(
+                "edges: {a: {type: https, hostports: [a.example.com]}}\n"
+                "https_listener: tcp:443\n"
+            )
         )
         edge = make_edge(edges=first.edges)
         second = load_edge_config(
@@ -228,6 +234,7 @@ class ReloadTests(EdgeTestCase):
                 "edges:\n"
                 "  b: {type: https, hostports: [b.example.com]}\n"
                 "  c: {type: tcp, hostports: ['c.example.com:20005']}\n"
+                "https_listener: tcp:443\n"
             )
         )
 
@@ -256,6 +263,28 @@ class ReloadTests(EdgeTestCase):
         self.assertIn("restart", warnings[0]["log_format"])
         self.assertNotEqual(edge.config.domain, "other.example.com")
 
+    def test_changed_settings_named(self) -> None:
+        """
+        The warning names the top-level settings that changed, and only
+        those.
+        """
+        first = load_edge_config(
+            self.write("domain: a.example.com\nsession_grace: 60s\nlog: stdout\n")
+        )
+        edge = EdgeServer(first, EdgeReactor())
+        changed = load_edge_config(
+            self.write("domain: b.example.com\nsession_grace: 1m\nlog: stderr\n")
+        )
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        edge.reload_edges(changed)
+
+        [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn("{settings}", warning["log_format"])
+        self.assertEqual(warning["settings"], "domain, public_host, log")
+
 
 class EdgeNamesTests(EdgeTestCase):
     """
@@ -273,6 +302,7 @@ class EdgeNamesTests(EdgeTestCase):
         with open(path, "w", encoding="utf-8") as output:
             output.write(
                 f"edges: {{web: {{type: https, hostports: [app.{PUBLIC_HOST}]}}}}\n"
+                "https_listener: tcp:443\n"
             )
         self.edge = make_edge(edges=load_edge_config(path).edges)
         self.edge.names.listeners["https"] = object()

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from tunnelkit.config._errors import MISSING_KEY, VERSION, ConfigError
 from tunnelkit.config._parsing import HostPort, resolve_path
@@ -157,6 +158,8 @@ class EdgeConfig:
     @ivar log_level: C{crit}, C{warn}, C{error}, C{info} or C{debug}.
     @ivar log_format: C{term}, C{logfmt} or C{json}.
     @ivar edges: the edges defined under C{edges:}, their backends checked.
+    @ivar lines: the line each key is written on, by dotted key: the
+        top-level keys, and C{edges.ID.type} and C{edges.ID.hostports}.
     """
 
     path: str = ""
@@ -183,6 +186,25 @@ class EdgeConfig:
     log_level: str = "info"
     log_format: str = "term"
     edges: tuple[EdgeDefinition, ...] = ()
+    lines: Mapping[str, int] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    def where(self, key: str) -> str:
+        """
+        Say where a key is set, for messages about a setting that fails
+        once the edge uses it.
+
+        @param key: a dotted key, such as C{state_dir}.
+        @return: C{edge.yml:7: state_dir} when the file sets it, else the
+            key and that its default applies.
+        """
+        line = self.lines.get(key)
+        if line is not None and self.path:
+            return f"{self.path}:{line}: {key}"
+        if self.path:
+            return f"{key} (not set in {self.path}, so its default applies)"
+        return key
 
     def check_token(self, token: str) -> AuthtokenGrant | None:
         """
@@ -244,13 +266,15 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
         a.port: grant.name for grant in authtokens for a in grant.reserved_addrs
     }
     edges = read_edges(root, reserved)
+    https_listener = _read_endpoint(root, "https_listener", None)
+    _check_edge_listeners(root, edges, https_listener)
     check_edges(edges)
     return EdgeConfig(
         path=path,
         version=version,
         agent_listener=_read_endpoint(root, "agent_listener", "tcp:4443") or "",
         http_listener=_read_endpoint(root, "http_listener", None),
-        https_listener=_read_endpoint(root, "https_listener", None),
+        https_listener=https_listener,
         domain=domain,
         public_host=_read_public_host(root, domain),
         tcp_port_range=_read_port_range(root),
@@ -268,7 +292,48 @@ def build_edge_config(document: YamlMapping, path: str) -> EdgeConfig:
         log_level=log.log_level,
         log_format=log.log_format,
         edges=edges,
+        lines=_key_lines(root),
     )
+
+
+def _key_lines(root: Section) -> dict[str, int]:
+    """
+    @return: the lines of the keys L{EdgeConfig.lines} holds.
+    """
+    lines = {key: entry.line for key, entry in root.mapping.entries.items()}
+    section = root.child("edges")
+    for edge_id in section.keys() if section is not None else []:
+        edge = section.child(edge_id) if section is not None else None
+        for key in ("type", "hostports"):
+            entry = edge.entry(key) if edge is not None else None
+            if entry is not None:
+                lines[f"edges.{edge_id}.{key}"] = entry.line
+    return lines
+
+
+def _check_edge_listeners(
+    root: Section, edges: tuple[EdgeDefinition, ...], https_listener: str | None
+) -> None:
+    """
+    Refuse an C{https} or C{tls} edge when the file sets no C{https_listener}:
+    nothing would ever serve it.
+
+    @raise ConfigError: at the edge's C{type}.
+    """
+    if https_listener is not None:
+        return
+    section = root.child("edges")
+    for edge in edges:
+        edge_section = section.child(edge.id) if section is not None else None
+        if edge.type == "tcp" or edge_section is None:
+            continue
+        article = "an" if edge.type == "https" else "a"
+        raise edge_section.key_error(
+            "type",
+            f"{article} {edge.type} edge is served on https_listener, which this"
+            " file does not set; configure https_listener (such as tcp:443), or"
+            " remove the edge",
+        )
 
 
 def check_edges(edges: tuple[EdgeDefinition, ...]) -> None:

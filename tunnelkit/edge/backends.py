@@ -356,22 +356,32 @@ def backend_factories() -> dict[str, IBackendFactory]:
     for plugin in getPlugins(IBackendFactory):
         kind = getattr(plugin, "type", None)
         if not isinstance(kind, str) or not _TYPE_NAME.match(kind):
-            _log.warn(
-                "ignoring backend plugin {plugin!r}: its type {kind!r} is not a"
-                " lower-case name",
-                plugin=plugin,
-                kind=kind,
-            )
+            _warn_once(plugin, kind, "its type {kind!r} is not a lower-case name")
             continue
         if kind in factories:
-            _log.warn(
-                "ignoring backend plugin {plugin!r}: the type {kind} is taken",
-                plugin=plugin,
-                kind=kind,
-            )
+            _warn_once(plugin, kind, "the type {kind} is taken")
             continue
         factories[kind] = plugin
     return factories
+
+
+_warned: set[tuple[str, str]] = set()
+"""The plugins and types already warned about: the plugins are looked for
+each time C{edge.yml} is loaded, and the warning is logged once."""
+
+
+def _warn_once(plugin: object, kind: object, why: str) -> None:
+    """
+    Warn, once per plugin class and type, that a plugin is left out.
+
+    @param why: the reason, a format string that may use C{{kind}}.
+    """
+    cls = type(plugin)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if (name, repr(kind)) in _warned:
+        return
+    _warned.add((name, repr(kind)))
+    _log.warn("ignoring backend plugin {plugin}: " + why, plugin=name, kind=kind)
 
 
 # Building a backend from edge.yml
@@ -500,11 +510,28 @@ def build_backend(node: YamlNode, where: str, context: BuildContext) -> IBackend
             key=where,
         ) from None
     except (ValueError, TypeError) as error:
+        option = _option_named(node, str(error))
+        at = node.entries[option] if option is not None else node
         raise ConfigError(
             INVALID_VALUE,
             f"{context.place}: {kind.value} backend: {error}",
-            path=node.path,
-            line=node.line,
-            key=where,
+            path=at.path,
+            line=at.line,
+            key=where if option is None else f"{where}.{option}",
         ) from None
     return backend
+
+
+def _option_named(node: YamlMapping, sentence: str) -> str | None:
+    """
+    Find the option a factory's error names, as factories are asked to name
+    the option at fault, so that the error points at its line.
+
+    @return: the option of C{node} named first in C{sentence}, or C{None}.
+    """
+    found = []
+    for key in node.entries:
+        match = re.search(rf"(?<![\w.-]){re.escape(key)}(?![\w-])", sentence)
+        if key != "type" and match is not None:
+            found.append((match.start(), key))
+    return min(found)[1] if found else None

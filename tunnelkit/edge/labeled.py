@@ -7,12 +7,13 @@ ask of them, and loading the definitions again (on C{SIGHUP}).
 """
 
 import signal
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from tunnelkit.config import ConfigError, EdgeConfig, load_edge_config
+from tunnelkit.config.edge import EDGE_KEYS
 from tunnelkit.control.messages import Bind, BindLabels
 from tunnelkit.edge.backends import backend_factories, read_labels
 from tunnelkit.edge.routes import EdgeRoutes, build_edges, tcp_ports
@@ -138,19 +139,30 @@ class EdgeDefinitions:
         """
         server = self.server
         edges = build_edges(config.edges, self.groups, backend_factories())
-        if replace(config, edges=()) != replace(server.config, edges=()):
+        changed = changed_settings(server.config, config)
+        if changed:
             _log.warn(
-                "edge.yml changed settings other than edges; only edges apply"
-                " on reload, restart the edge for the others"
+                "edge.yml changed settings other than edges: {settings}; only"
+                " edges apply on reload, restart the edge for the others",
+                settings=", ".join(changed),
             )
         reserved = server.ports.reserved - tcp_ports(server.config.edges)
-        server.config = replace(server.config, edges=config.edges)
+        lines = {k: v for k, v in server.config.lines.items() if k in EDGE_KEYS}
+        lines.update({k: v for k, v in config.lines.items() if k not in EDGE_KEYS})
+        server.config = replace(server.config, edges=config.edges, lines=lines)
         server.ports.reserved = reserved | tcp_ports(config.edges)
         self.edges = edges
-        self.listeners.update()
+        refused = self.listeners.update()
+        for error in refused:
+            _log.error(
+                "{code}: {error}; this edge is not served until the port is free"
+                " and edge.yml is reloaded",
+                code=error.code,
+                error=error.message,
+            )
         _log.info(
             "loaded {count} edge definitions from {path}",
-            count=len(config.edges),
+            count=len(config.edges) - len(refused),
             path=config.path,
         )
 
@@ -172,6 +184,21 @@ class EdgeDefinitions:
             return False
         self.reload(config)
         return True
+
+
+def changed_settings(old: EdgeConfig, new: EdgeConfig) -> list[str]:
+    """
+    @return: the top-level keys of C{edge.yml}, other than C{edges}, whose
+        values differ between two loads of it, in the order of the fields
+        of L{EdgeConfig}.
+    """
+    return [
+        each.name
+        for each in fields(EdgeConfig)
+        if each.name in EDGE_KEYS
+        and each.name != "edges"
+        and getattr(old, each.name) != getattr(new, each.name)
+    ]
 
 
 def reload_on_sighup(server: "EdgeServer") -> None:

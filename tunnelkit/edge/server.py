@@ -40,7 +40,14 @@ from tunnelkit.edge.session import EdgeSession
 from tunnelkit.edge.tcpedges import TcpEdgeListeners
 from tunnelkit.addresses import format_address
 from tunnelkit.edge.tcp import TcpBinding
+from tunnelkit.edge.startup import (
+    STATE_DIR_UNWRITABLE,
+    listen,
+    state_dir_unwritable,
+    warn_if_no_agent_admitted,
+)
 from tunnelkit.edge.tcpbinds import TcpBindings
+from tunnelkit.errors import TunnelkitError
 from tunnelkit.interfaces import IHttpRouter, ISniRouter
 from tunnelkit.mux import MuxConfig
 from tunnelkit.pki import ensure_edge_certificate, server_tls_options
@@ -152,14 +159,23 @@ class EdgeServer(Service):
 
     async def _start(self) -> IListeningPort:
         config = self.config
+        warn_if_no_agent_admitted(config)
         state_dir = FilePath(os.path.expanduser(config.state_dir))
-        self.names.secret = _load_secret(state_dir)
+        try:
+            self.names.secret = _load_secret(state_dir)
+            cert, key = self._certificate_files(state_dir)
+        except OSError as error:
+            raise state_dir_unwritable(config, error) from error
+        except TunnelkitError as error:
+            if error.code != STATE_DIR_UNWRITABLE:
+                raise
+            raise state_dir_unwritable(config, error) from error
         self.tokens = AffinityTokens(self.names.secret)
-        cert, key = self._certificate_files(state_dir)
         options = server_tls_options(cert, key)
         factory = LinkTLSFactory(options, False, _AgentListenerFactory(self))
-        endpoint = serverFromString(self.reactor, config.agent_listener)
-        port = self._listening(await endpoint.listen(factory))
+        port = self._listening(
+            await listen(self.reactor, config, "agent_listener", factory)
+        )
         listeners = [
             ("http", config.http_listener, HttpIngressFactory(self, "http")),
             (
@@ -180,15 +196,16 @@ class EdgeServer(Service):
         for scheme, description, public in listeners:
             if description is None:
                 continue
-            endpoint = serverFromString(self.reactor, description)
-            listener = await endpoint.listen(public)
+            listener = await listen(self.reactor, config, f"{scheme}_listener", public)
             self.http_ports[scheme] = listener
             _log.info(
                 "edge serving {scheme} on {address}",
                 scheme=scheme,
                 address=format_address(listener.getHost()),
             )
-        self.tcp_edges.update()
+        refused = self.tcp_edges.update()
+        if refused:
+            raise refused[0]
         return port
 
     def _certificate_files(self, state_dir: FilePath) -> tuple[FilePath, FilePath]:

@@ -31,6 +31,7 @@ from tunnelkit.agent.dial import UpstreamEnd, dial_upstream
 from tunnelkit.config import UpstreamAddress
 from tunnelkit.control.messages import ProxyHeader, encode_message
 from tunnelkit.edge.routes import ServedEdge
+from tunnelkit.edge.startup import listen_failed
 from tunnelkit.edge.routing import (
     BackendRequest,
     Decision,
@@ -297,14 +298,13 @@ class TcpEdgeListeners:
         self.server = server
         self.ports: dict[int, IListeningPort] = {}
 
-    def update(self) -> list[int]:
+    def update(self) -> list[TunnelkitError]:
         """
         Listen on the port of every TCP edge the server has now, and stop
         listening on the others.
 
-        @return: the ports that could not be listened on.
-        @raise CannotListenError: never; a port that cannot be bound is
-            logged and returned.
+        @return: a C{TK_LISTEN_FAILED} error for each port that could not be
+            listened on, naming its edge; the caller logs or raises them.
         """
         from twisted.internet.error import CannotListenError
 
@@ -321,13 +321,11 @@ class TcpEdgeListeners:
                     interface=self.server.config.tcp_bind_host,
                 )
             except CannotListenError as error:
-                _log.error(
-                    "cannot listen on port {port} for edge {edge}: {error}",
-                    port=port,
-                    edge=self.server.edges.tcp[port].id,
-                    error=str(error),
+                edge = self.server.edges.tcp[port].id
+                where = self.server.config.where(f"edges.{edge}.hostports")
+                failed.append(
+                    listen_failed(f"{where}: the tcp edge {edge!r}", "", error)
                 )
-                failed.append(port)
                 continue
             self.ports[port] = listener
             _log.info(
