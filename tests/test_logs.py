@@ -284,15 +284,18 @@ class FailureTests(SynchronousTestCase):
 
         line = logfmt_line(legacy)
 
-        self.assertEqual(
+        self.assertTrue(
+            line.startswith(
+                't=2026-12-03T19:10:00+0000 lvl=crit msg=lost err="ValueError: bad'
+                ' port" traceback="Traceback (most recent call last):'
+            ),
             line,
-            't=2026-12-03T19:10:00+0000 lvl=crit msg=lost err="ValueError: bad port"',
         )
 
     def test_logger_failure(self) -> None:
         """
-        L{Logger.failure} inside an C{except} block produces C{lvl=crit} and
-        C{err}.
+        L{Logger.failure} inside an C{except} block produces C{lvl=crit},
+        C{err} and, as for every failure at C{crit}, the traceback.
         """
         stream = io.StringIO()
         log = Logger(
@@ -307,8 +310,57 @@ class FailureTests(SynchronousTestCase):
         self.assertRegex(
             stream.getvalue(),
             r'^t=\S+ lvl=crit msg="listen failed" obj=web'
-            r' err="OSError: address already in use"\n$',
+            r' err="OSError: address already in use"'
+            r' traceback="Traceback \(most recent call last\):\\n.*\n$',
         )
+
+    def test_critical_traceback(self) -> None:
+        """
+        A failure logged at C{crit} carries its traceback at any level;
+        one at C{error} only at C{debug}.
+        """
+        stream = io.StringIO()
+        output = start_logging("stdout", "json", "info", stdout=stream)
+
+        output(event("bug", LogLevel.critical, log_failure=failed()))
+        output(event("refused", LogLevel.error, log_failure=failed()))
+
+        bug, refused = (json.loads(line) for line in stream.getvalue().splitlines())
+        self.assertIn("ValueError: bad port", bug["traceback"])
+        self.assertNotIn("traceback", refused)
+
+
+class PortNoiseTests(SynchronousTestCase):
+    """
+    The lines Twisted's listening ports log as they open and close are
+    left out; other legacy lines are kept.
+    """
+
+    def written(self, *texts: str) -> list[str]:
+        """
+        @return: the messages written of legacy events with C{texts}.
+        """
+        stream = io.StringIO()
+        output = start_logging("stdout", "json", "info", stdout=stream)
+        for text in texts:
+            legacy = event("{log_text}", log_text=text)
+            legacy.update(log_namespace="log_legacy")
+            output(legacy)
+        return [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+
+    def test_port_lines_left_out(self) -> None:
+        """
+        C{X starting on N}, with or without C{(TLS)}, and C{(TCP Port N
+        Closed)} are not written.
+        """
+        written = self.written(
+            "_WebSite starting on 4042",
+            "_AgentListenerFactory (TLS) starting on 33437",
+            "(TCP Port 33949 Closed)",
+            "Main loop terminated.",
+        )
+
+        self.assertEqual(written, ["Main loop terminated."])
 
 
 class JsonLineTests(SynchronousTestCase):

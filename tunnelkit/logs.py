@@ -24,11 +24,13 @@ from typing import IO, Callable, Mapping, NamedTuple
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogBeginner,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
@@ -67,6 +69,13 @@ _RESERVED_KEYS = frozenset({"t", "lvl", "msg"})
 _LEGACY_KEYS = frozenset(
     {"message", "time", "system", "isError", "format", "logLevel"}
     | {"failure", "why", "printed"}
+)
+
+# What Twisted's listening ports log, whatever their factory's noisy says:
+# "HttpIngressFactory starting on 8080" and "(TCP Port 8080 Closed)".
+# tunnelkit logs its own "serving ... on" events instead.
+_PORT_NOISE = re.compile(
+    r"^(?:\S+(?: \(TLS\))? starting on \d+|\(\w+ Port \d+ Closed\))$"
 )
 
 _BARE = re.compile(r'[^\s="\\\x00-\x1f\x7f-\x9f]+')
@@ -166,7 +175,7 @@ def _record(event: LogEvent, tracebacks: bool) -> _Record:
     if isinstance(failure, Failure):
         if "err" not in own:
             fields.append(("err", _error_text(failure)))
-        if tracebacks:
+        if tracebacks or event.get("log_level") == LogLevel.critical:
             traceback = failure.getTraceback().rstrip("\n")
 
     seconds = event.get("log_time")
@@ -334,11 +343,25 @@ def _discard(event: LogEvent) -> None:
     """
 
 
+@provider(ILogFilterPredicate)
+def _quiet_ports(event: LogEvent) -> PredicateResult:
+    """
+    Leave out the lines Twisted's listening ports log as they open and
+    close; tunnelkit logs its listeners itself.
+    """
+    if event.get("log_namespace") == "log_legacy" and _PORT_NOISE.match(
+        str(event.get("log_text", ""))
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 class LogOutput(FilteringLogObserver):
     """
     The observer L{start_logging} returns: a level filter in front of one
     format's observer, holding the file it opened, if any.  As with any
-    L{LogLevelFilterPredicate}, events without a C{log_namespace} are dropped.
+    L{LogLevelFilterPredicate}, events without a C{log_namespace} are dropped;
+    so are the lines Twisted's listening ports log as they open and close.
 
     @ivar level: the lowest level written.
     @ivar _owned: the file opened for this output, closed by L{close}.
@@ -347,7 +370,9 @@ class LogOutput(FilteringLogObserver):
     def __init__(
         self, observer: ILogObserver, level: LogLevel, owned: IO[str] | None
     ) -> None:
-        super().__init__(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+        super().__init__(
+            observer, [LogLevelFilterPredicate(defaultLogLevel=level), _quiet_ports]
+        )
         self.level = level
         self._owned = owned
 
