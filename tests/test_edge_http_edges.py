@@ -209,6 +209,20 @@ class EdgeRoutingTests(SynchronousTestCase):
         self.assertIn(b"TK_BACKEND_UNAVAILABLE", transport.value())
         self.assertIn(b"a=b", transport.value())
 
+    def test_unavailable_command_as_code(self) -> None:
+        """
+        The page shows the command that starts a tunnel as code, without
+        backticks.
+        """
+        ingress, transport = self.connect()
+
+        ingress.dataReceived(self.request("/hello"))
+
+        self.assertIn(
+            b"<code>tunnelkit tunnel --label a=b ADDR</code>", transport.value()
+        )
+        self.assertNotIn(b"`", transport.value())
+
     def test_backend_raises(self) -> None:
         """
         A backend that raises is logged and answered C{502}

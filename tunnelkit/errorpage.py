@@ -46,16 +46,32 @@ def error_page(status: int, code: str, title: str, sentence: str) -> bytes:
     @param status: the HTTP status code, e.g. C{404}.
     @param code: the stable C{TK_} code.
     @param title: a short heading, e.g. C{"Tunnel not found"}.
-    @param sentence: what happened and what to do; plain text, escaped here.
+    @param sentence: what happened and what to do; plain text, escaped here,
+        in which a command or other literal text between backticks is shown
+        as code.
     @return: the page, in UTF-8.
     """
     return _PAGE.format(
         status=status,
         reason=html.escape(HTTPStatus(status).phrase),
         title=html.escape(title),
-        sentence=html.escape(sentence),
+        sentence=_sentence_html(sentence),
         code=html.escape(code),
     ).encode("utf-8")
+
+
+def _sentence_html(sentence: str) -> str:
+    """
+    Escape a sentence for the page, showing each span between backticks as
+    C{<code>} without its backticks.
+    """
+    parts = sentence.split("`")
+    if len(parts) % 2 == 0:
+        return html.escape(sentence)
+    return "".join(
+        f"<code>{html.escape(part)}</code>" if index % 2 else html.escape(part)
+        for index, part in enumerate(parts)
+    )
 
 
 def error_response(
@@ -73,7 +89,7 @@ def error_response(
     @param status: the HTTP status code, e.g. C{404}.
     @param code: the stable C{TK_} code.
     @param title: a short heading, e.g. C{"Tunnel not found"}.
-    @param sentence: what happened and what to do; plain text, escaped here.
+    @param sentence: what happened and what to do, as for L{error_page}.
     @param extra_headers: more header lines, such as C{WWW-Authenticate}.
     @param head_only: leave the body out, for an answer to C{HEAD}.
     @return: the status line, headers and body.
