@@ -23,6 +23,7 @@ from tunnelkit.config import (
     parse_upstream_address,
 )
 from tunnelkit.config._values import LOG_FORMATS, LOG_LEVELS
+from tunnelkit.runtime import show_fields_in_twistd_log
 
 _T = TypeVar("_T")
 
@@ -472,6 +473,7 @@ class AgentServiceOptions(StartOptions):
         if not (self["none"] or self["names"]):
             self["all"] = True
         super().postOptions()
+        show_fields_in_twistd_log(self)
 
 
 class TunnelOptions(CommonOptions):
@@ -615,6 +617,7 @@ class EdgeOptions(_FlagsAnywhere):
         if self["config"] is None:
             raise usage.UsageError("--config edge.yml is required")
         check_log_flags(self)
+        show_fields_in_twistd_log(self)
 
 
 class VersionOptions(_Command):

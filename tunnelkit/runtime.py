@@ -5,6 +5,7 @@ twistd plugins.
 """
 
 import atexit
+import json
 import os
 import sys
 from typing import IO, Any
@@ -19,9 +20,10 @@ from twisted.logger import (
 )
 from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
+from twisted.python.runtime import platform
 from zope.interface import implementer
 
-from tunnelkit.logs import install, start_logging
+from tunnelkit.logs import SECRET_FIELDS, install, redact, start_logging
 
 
 @implementer(ILogObserver)
@@ -96,6 +98,101 @@ def add_twistd_logs(
     """
     if (options["log"] or log) != "false":
         publisher.addObserver(log_observer(options, log, fmt, level))
+
+
+def _shown_value(key: str, value: object) -> str:
+    """
+    A field's value as twistd's own log shows it: bare when it is a string
+    without spaces, else as JSON text; secrets shortened as in every format.
+    """
+    if key.lower() in SECRET_FIELDS:
+        value = redact(value)
+    if isinstance(value, str) and value and not any(c.isspace() for c in value):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def with_fields(event: LogEvent) -> LogEvent:
+    """
+    An event of tunnelkit's whose text, as Twisted formats it, ends with
+    its fields as C{key=value} words (C{started tunnel name=web
+    addr=http://localhost:80 url=http://web.example}), for logs that write
+    only the text, such as twistd's own.
+
+    @return: a copy of C{event} with a longer C{log_format}; C{event}
+        itself when it is not tunnelkit's or has no fields besides C{obj}
+        and those its text already shows.
+    """
+    if not str(event.get("log_namespace", "")).startswith("tunnelkit"):
+        return event
+    text = str(event.get("log_format") or "")
+    fields = [
+        (key, value)
+        for key, value in event.items()
+        if not key.startswith("log_") and key != "obj" and "{" + key not in text
+    ]
+    if not fields or "log_flattened" in event:
+        return event
+    words = " ".join(f"{key}={_shown_value(key, value)}" for key, value in fields)
+    escaped = words.replace("{", "{{").replace("}", "}}")
+    return {**event, "log_format": f"{text} {escaped}"}
+
+
+@implementer(ILogObserver)
+class _FieldsShown:
+    """
+    Pass each event to another observer with its fields in its text.
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self.observer = observer
+
+    def __call__(self, event: LogEvent) -> None:
+        self.observer(with_fields(event))
+
+
+_twistd_options: list[usage.Options] = []
+"""The options of the twistd run L{show_fields_in_twistd_log} took over the
+log of: twistd calls its C{--logger} factory without arguments."""
+
+
+def show_fields_in_twistd_log(options: usage.Options) -> None:
+    """
+    Under twistd without C{--logger} (nor C{--syslog}), have twistd's own log
+    show the fields of tunnelkit's events (the name and URL of a started
+    tunnel, say), which its text format leaves out: L{twistd_text_logger}
+    becomes twistd's C{--logger}, writing where twistd would (C{--logfile},
+    or standard output under C{twistd -n}) through L{with_fields}.
+
+    Called while the plugin's options are parsed, before twistd reads its
+    C{--logger} option; elsewhere (the C{tunnelkit} command) it does
+    nothing.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or "logger" not in parent or parent["logger"] is not None:
+        return
+    if parent.get("syslog"):
+        return
+    _twistd_options[:] = [parent]
+    parent["logger"] = f"{__name__}.twistd_text_logger"
+
+
+def twistd_text_logger() -> ILogObserver:
+    """
+    The log observer twistd would make from its options, showing each
+    tunnelkit event's fields; twistd calls it once it begins logging.
+    """
+    # The log class twistd itself uses makes the observer: the same file,
+    # and on Unix the same rotation on SIGUSR1.
+    if platform.isWindows():
+        from twisted.application.app import AppLogger as TwistdLogger
+    else:
+        from twisted.scripts._twistd_unix import UnixAppLogger as TwistdLogger
+    [options] = _twistd_options
+    return _FieldsShown(TwistdLogger(options)._getLogObserver())
 
 
 def exit_after_shutdown(code: int) -> None:
