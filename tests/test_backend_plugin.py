@@ -141,7 +141,7 @@ class PluginDiscoveryTests(TestCase):
     def test_bad_option(self) -> None:
         """
         A bad option of the plugin's backend stops C{edge.yml} from loading,
-        naming the edge and the option.
+        naming the edge and the option, at the option's line.
         """
         text = EDGE_YML.format(domain=DOMAIN, state="/nonexistent", token=TOKEN)
         path = write_file(
@@ -151,7 +151,8 @@ class PluginDiscoveryTests(TestCase):
 
         error = self.assertRaises(ConfigError, load_edge_config, path)
 
-        self.assertEqual(error.key, "edges.web.backend")
+        self.assertEqual(error.key, "edges.web.backend.colour")
+        self.assertEqual(error.line, text.split("value:")[0].count("\n") + 1)
         self.assertIn("edge 'web'", error.message)
         self.assertIn("unknown option 'colour'", error.message)
 
