@@ -383,6 +383,20 @@ class ChangedRequestTests(SynchronousTestCase):
             b"Content-Length: 8\r\n\r\nchanged!",
         )
 
+    def test_header_values_beyond_latin_1(self) -> None:
+        """
+        A header value is sent in Latin-1, as captured values are shown, or
+        in UTF-8 when it has characters Latin-1 does not have.
+        """
+        capture = captured_request(FIRST)
+
+        data = changed_request(
+            capture, Changes(headers={"X-Shown": ["caf\xe9"], "X-Typed": ["5 \u20ac"]})
+        )
+
+        self.assertIn(b"\r\nX-Shown: caf\xe9\r\n", data)
+        self.assertIn(b"\r\nX-Typed: 5 \xe2\x82\xac", data)
+
     def test_chunked_made_sized(self) -> None:
         """
         A request captured chunked is replayed with its decoded body and a

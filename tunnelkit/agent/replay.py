@@ -107,7 +107,7 @@ def changed_request(capture: Capture, changes: Changes) -> bytes:
             for value in values:
                 if not _FIELD_VALUE.fullmatch(value):
                     raise ReplayRefused(f"the value of {name} has a line break")
-                fields.append((name.encode("latin-1"), value.encode("latin-1")))
+                fields.append((name.encode("ascii"), _field_bytes(value)))
 
     body = changes.body
     if body is None:
@@ -125,6 +125,18 @@ def changed_request(capture: Capture, changes: Changes) -> bytes:
     lines = [f"{method} {target} {request.proto}".encode("latin-1")]
     lines += [name + b": " + value for name, value in fields]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _field_bytes(value: str) -> bytes:
+    """
+    @return: a header value as sent: in Latin-1, as captured values are
+        shown, so that an unchanged value goes out as it came in; a value
+        with characters beyond Latin-1 goes out in UTF-8.
+    """
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 class _ReplayEnd(UpstreamEnd):
