@@ -23,8 +23,13 @@ INSTALL_TIMEOUT = 300
 """Seconds pip has to build and install the package."""
 
 
+GENERATED = ("__pycache__", "dropin.cache")
+"""What Python and Twisted write into the tree as they run: bytecode, and the
+cache of twistd plugins that C{getPlugins} leaves next to them."""
+
+
 def _ignored(directory: str, names: list[str]) -> list[str]:
-    return [name for name in names if name == "__pycache__" or name.endswith(".pyc")]
+    return [name for name in names if name in GENERATED or name.endswith(".pyc")]
 
 
 def _package_files(root: str) -> set[str]:
@@ -39,7 +44,7 @@ def _package_files(root: str) -> set[str]:
                 name for name in subdirectories if name != "__pycache__"
             ]
             for name in files:
-                if not name.endswith(".pyc"):
+                if name not in GENERATED and not name.endswith(".pyc"):
                     path = os.path.join(directory, name)
                     found.add(os.path.relpath(path, root))
     return found
