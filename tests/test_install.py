@@ -107,7 +107,8 @@ class InstalledPackageTests(TestCase):
     def test_commands_run(self) -> None:
         """
         The installed package runs each command's help, imports the agent
-        and its web interface, and gives twistd both plugins.
+        and its web interface, and gives twistd both plugins and its
+        reactor.
         """
         helps = [
             self.run_installed("-m", "tunnelkit", command, "--help")
@@ -119,9 +120,15 @@ class InstalledPackageTests(TestCase):
             " print(tunnelkit.__file__)",
         )
         twistd = self.run_installed("-m", "twisted", "--help")
+        reactors = self.run_installed(
+            "-c",
+            "import sys; from twisted.scripts.twistd import run;"
+            " sys.argv[1:] = ['--help-reactors']; run()",
+        )
 
         self.assertEqual([run.returncode for run in helps], [0] * len(helps))
         self.assertEqual(imported.returncode, 0, imported.stderr)
         self.assertTrue(imported.stdout.startswith(self.target), imported.stdout)
         self.assertIn("tunnel-edge", twistd.stdout)
         self.assertIn("tunnel ", twistd.stdout)
+        self.assertRegex(reactors.stdout, r"(?m)^\s+tunnelkit\s+epoll without")

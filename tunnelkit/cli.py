@@ -6,6 +6,7 @@ rely on.
 
 import contextlib
 import os
+import select
 import sys
 from typing import IO, Any, Sequence
 
@@ -51,7 +52,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     Run the command and exit with its status.
     """
     keep_read_buffers_on_heap()
+    install_reactor()
     sys.exit(run(sys.argv[1:] if argv is None else list(argv)))
+
+
+def install_reactor() -> bool:
+    """
+    Run on L{tunnelkit.reactor.TunnelReactor}, Twisted's epoll reactor
+    without a logging context around each read and write, unless a reactor
+    is installed already or the platform has no epoll (then Twisted's
+    default reactor runs).
+
+    @return: whether it was installed.
+    """
+    if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
+        return False
+    from tunnelkit.reactor import install
+
+    install()
+    return True
 
 
 def run(

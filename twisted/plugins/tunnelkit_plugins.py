@@ -1,9 +1,11 @@
 """
 The twistd plugins of tunnelkit: C{twistd -n tunnel} runs the agent and
-C{twistd -n tunnel-edge} runs the edge. Options and services live in the
-package; this file only names them.
+C{twistd -n tunnel-edge} runs the edge, and C{twistd --reactor tunnelkit}
+runs either on the reactor the C{tunnelkit} command uses. Options, services
+and the reactor live in the package; this file only names them.
 """
 
+from twisted.application.reactors import Reactor
 from twisted.application.service import ServiceMaker
 
 tunnel = ServiceMaker(
@@ -18,4 +20,10 @@ tunnelEdge = ServiceMaker(
     "tunnelkit.edge.tap",
     "A tunnelkit edge: accepts agents and serves their public endpoints.",
     "tunnel-edge",
+)
+
+tunnelkitReactor = Reactor(
+    "tunnelkit",
+    "tunnelkit.reactor",
+    "epoll without a logging context per read and write (Linux only).",
 )
