@@ -3,18 +3,35 @@ Connecting to a tunnel's local service: a TCP connection, or for an
 C{https://} upstream a TLS connection that does not verify the service's
 certificate. A dial succeeds once the connection can carry the public
 client's bytes: when TCP connects, or when the TLS handshake is done.
+
+An upstream named by IP address is dialled directly. One named by a host
+name (C{localhost}, the default) is resolved and its addresses tried as
+Twisted's L{HostnameEndpoint} does (IPv6 and IPv4 raced); the address that
+answered is then dialled directly for L{ANSWERED_FOR} seconds, so that a
+busy tunnel neither hands every connection to the resolver's thread nor
+knocks first at an address the service does not listen on (C{::1} for a
+service bound to C{127.0.0.1}, say). When that address refuses, the name
+is resolved again at once.
 """
 
 import functools
 import ipaddress
+import weakref
 from typing import Any, Callable
 
 from OpenSSL import SSL
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
@@ -29,6 +46,10 @@ from tunnelkit.tlstransport import wrap_client_tls
 UPSTREAM_CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the local service to accept a connection, and as
 long again for its TLS handshake."""
+
+ANSWERED_FOR = 5.0
+"""Seconds after a connection to an upstream name during which the address
+that accepted it is dialled without resolving the name again."""
 
 
 class UpstreamHandshakeFailed(Exception):
@@ -151,8 +172,8 @@ def dial_upstream(
     end = build_end(tls)
     factory = Factory.forProtocol(lambda: end)
     factory.noisy = False
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(
-        reactor, addr.host, addr.port, timeout=timeout
+    endpoint: IStreamClientEndpoint = UpstreamEndpoint(
+        reactor, addr.host, addr.port, timeout
     )
     if not tls:
         connected = endpoint.connect(factory)
@@ -171,3 +192,176 @@ def _handshake_too_slow(result: object, timeout: float) -> Failure:
     return Failure(
         UpstreamHandshakeFailed(f"no TLS handshake within {timeout:g} seconds")
     )
+
+
+class AnsweredAddresses:
+    """
+    The address each upstream C{(name, port)} last connected to, and until
+    when it is dialled without resolving the name.
+    """
+
+    def __init__(self, clock: Any, remember_for: float = ANSWERED_FOR) -> None:
+        """
+        @param clock: what tells the time, an L{IReactorTime}.
+        @param remember_for: seconds an address is kept after it answered.
+        """
+        self._clock = clock
+        self._remember_for = remember_for
+        self._addresses: dict[
+            tuple[str, int], tuple[IPv4Address | IPv6Address, float]
+        ] = {}
+
+    def get(self, host: str, port: int) -> IPv4Address | IPv6Address | None:
+        """
+        @return: the address that answered for C{host} and C{port} lately,
+            or C{None}.
+        """
+        found = self._addresses.get((host, port))
+        if found is None:
+            return None
+        address, until = found
+        if self._clock.seconds() >= until:
+            del self._addresses[(host, port)]
+            return None
+        return address
+
+    def remember(self, host: str, port: int, address: Any) -> None:
+        """
+        Note that C{address} (a connection's peer) answered for C{host} and
+        C{port}; anything else than a TCP address is not kept.
+        """
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            until = self._clock.seconds() + self._remember_for
+            self._addresses[(host, port)] = (address, until)
+
+    def forget(self, host: str, port: int) -> None:
+        """
+        Resolve C{host} again for the next connection.
+        """
+        self._addresses.pop((host, port), None)
+
+
+_answered_by_reactor: "weakref.WeakKeyDictionary[Any, AnsweredAddresses]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def answered_addresses(reactor: Any) -> AnsweredAddresses:
+    """
+    @return: the addresses that answered lately for connections made with
+        C{reactor}, shared by every tunnel of the process.
+    """
+    answered = _answered_by_reactor.get(reactor)
+    if answered is None:
+        answered = _answered_by_reactor[reactor] = AnsweredAddresses(reactor)
+    return answered
+
+
+@implementer(IStreamClientEndpoint)
+class UpstreamEndpoint:
+    """
+    A TCP connection to an upstream's host and port; see the module's
+    docstring for how a host name is resolved.
+    """
+
+    def __init__(self, reactor: Any, host: str, port: int, timeout: float) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            self._literal: IStreamClientEndpoint | None = None
+        else:
+            self._literal = self._direct(literal.version, host)
+
+    def _direct(self, version: int, host: str) -> IStreamClientEndpoint:
+        if version == 6:
+            return TCP6ClientEndpoint(self._reactor, host, self._port, self._timeout)
+        return TCP4ClientEndpoint(self._reactor, host, self._port, self._timeout)
+
+    def connect(self, protocolFactory: IProtocolFactory) -> "Deferred[IProtocol]":
+        """
+        Connect, as L{IStreamClientEndpoint.connect}; cancelling the result
+        stops the attempt under way.
+        """
+        if self._literal is not None:
+            return self._literal.connect(protocolFactory)
+        answered = answered_addresses(self._reactor)
+        address = answered.get(self._host, self._port)
+        if address is None:
+            return self.resolve_and_connect(protocolFactory, answered)
+        version = 6 if isinstance(address, IPv6Address) else 4
+        direct = self._direct(version, address.host)
+        return _AnsweredFirst(self, direct, protocolFactory, answered).result
+
+    def resolve_and_connect(
+        self, protocolFactory: IProtocolFactory, answered: AnsweredAddresses
+    ) -> "Deferred[IProtocol]":
+        """
+        Forget the address that answered lately, resolve the name, try its
+        addresses, and remember the one that answers.
+        """
+        answered.forget(self._host, self._port)
+        endpoint = HostnameEndpoint(
+            self._reactor, self._host, self._port, timeout=self._timeout
+        )
+
+        def connected(protocol: IProtocol) -> IProtocol:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                answered.remember(self._host, self._port, transport.getPeer())
+            return protocol
+
+        return endpoint.connect(protocolFactory).addCallback(connected)
+
+
+class _AnsweredFirst:
+    """
+    One connection through L{UpstreamEndpoint} to the address that answered
+    lately: if it fails, the name is forgotten, resolved and tried again.
+
+    @ivar result: fires with the connected protocol, or fails with the last
+        attempt's reason; cancelling it stops the attempt under way.
+    """
+
+    def __init__(
+        self,
+        upstream: UpstreamEndpoint,
+        direct: IStreamClientEndpoint,
+        protocolFactory: IProtocolFactory,
+        answered: AnsweredAddresses,
+    ) -> None:
+        self._upstream = upstream
+        self._factory = protocolFactory
+        self._answered = answered
+        self._cancelled = False
+        self.result: Deferred[IProtocol] = Deferred(self._cancel)
+        self._attempt = direct.connect(protocolFactory)
+        self._attempt.addCallbacks(self._settle, self._failed)
+
+    def _cancel(self, result: "Deferred[IProtocol]") -> None:
+        self._cancelled = True
+        self._attempt.cancel()
+
+    def _failed(self, reason: Failure) -> None:
+        if self._cancelled:
+            self._settle(reason)
+            return
+        try:
+            self._attempt = self._upstream.resolve_and_connect(
+                self._factory, self._answered
+            )
+        except Exception:
+            self._settle(Failure())
+            return
+        self._attempt.addBoth(self._settle)
+
+    def _settle(self, outcome: "IProtocol | Failure") -> None:
+        if self.result.called:
+            return
+        if isinstance(outcome, Failure):
+            self.result.errback(outcome)
+        else:
+            self.result.callback(outcome)
