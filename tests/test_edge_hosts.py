@@ -6,6 +6,8 @@ the table that routes hosts to bindings.
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelkit.edge.hosts import (
+    _normalise_remembered,
+    normalise_host_header,
     RANDOM_NAME_LENGTH,
     HostTable,
     is_valid_pattern,
@@ -49,6 +51,34 @@ class NormaliseHostTests(SynchronousTestCase):
             b"[::1",
         ):
             self.assertIsNone(normalise_host(value), value)
+
+
+class NormaliseHostHeaderTests(SynchronousTestCase):
+    """
+    L{normalise_host_header} answers as L{normalise_host}, remembering only
+    values short enough to be names.
+    """
+
+    def test_same_answers(self) -> None:
+        """
+        Valid and invalid values get L{normalise_host}'s answer, the first
+        time and again.
+        """
+        for value in (b"Web.Example.COM.:8080", b"[::1]:80", b"a b.com", b"*.x.com"):
+            expected = normalise_host(value)
+            self.assertEqual(normalise_host_header(value), expected, value)
+            self.assertEqual(normalise_host_header(value), expected, value)
+
+    def test_long_values_not_remembered(self) -> None:
+        """
+        A value longer than any name with a port is refused and leaves the
+        memory as it was.
+        """
+        remembered = _normalise_remembered.cache_info().currsize
+        value = b"a" * 300 + b".example.com"
+
+        self.assertIsNone(normalise_host_header(value))
+        self.assertEqual(_normalise_remembered.cache_info().currsize, remembered)
 
 
 class PatternTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ bookkeeping only: the ingress protocol in L{tunnelkit.edge.http} asks it
 where a request goes.
 """
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -21,6 +22,27 @@ _B = TypeVar("_B")
 
 RANDOM_NAME_LENGTH = 12
 """Hex digits in a random tunnel name, such as C{3f9a0c1d5e7b}."""
+
+
+REMEMBERED_HOST_VALUES = 4096
+"""How many distinct C{Host} header values L{normalise_host_header} keeps
+the answer for, the most recently used."""
+
+_REMEMBERED_LENGTH = 270
+"""The longest C{Host} value remembered: a DNS name, a port and brackets.
+Longer ones are not valid names anyway, and are worked out each time, so
+that what is remembered stays under 1.5 MB however hostile the clients."""
+
+
+def normalise_host_header(value: bytes) -> str | None:
+    """
+    L{normalise_host} for a request's C{Host} header, remembering the
+    answer for the values seen lately: the clients of a busy edge send the
+    same few values over and over.
+    """
+    if len(value) > _REMEMBERED_LENGTH:
+        return normalise_host(value)
+    return _normalise_remembered(value)
 
 
 def normalise_host(value: bytes | str) -> str | None:
@@ -51,6 +73,11 @@ def normalise_host(value: bytes | str) -> str | None:
     if name.startswith("*") or not is_name_or_wildcard(name):
         return None
     return name
+
+
+@functools.lru_cache(maxsize=REMEMBERED_HOST_VALUES)
+def _normalise_remembered(value: bytes) -> str | None:
+    return normalise_host(value)
 
 
 def is_valid_pattern(pattern: str) -> bool:

@@ -238,10 +238,11 @@ class HttpIngress(EdgeRouting, Protocol):
         self._head_size = 0
         parser = self._parser
         method = parser.get_method()
+        version = parser.get_http_version()
         try:
             check_form(
                 method,
-                parser.get_http_version(),
+                version,
                 self._framed,
                 self._requests > 0,
                 parser.should_upgrade(),
@@ -269,7 +270,7 @@ class HttpIngress(EdgeRouting, Protocol):
             forwarded_head(
                 method,
                 self._url,
-                parser.get_http_version(),
+                version,
                 self._headers,
                 head,
                 host_header,

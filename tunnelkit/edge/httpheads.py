@@ -10,7 +10,7 @@ which carries what its error page says.
 
 from dataclasses import dataclass
 
-from tunnelkit.edge.hosts import normalise_host
+from tunnelkit.edge.hosts import normalise_host_header
 
 _FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 """The forwarding headers the edge sets anew, dropping the client's."""
@@ -162,7 +162,7 @@ def read_routing_head(url: bytes, headers: list[tuple[bytes, bytes]]) -> Routing
             "Bad request",
             "The request must carry exactly one Host header naming the tunnel.",
         )
-    host = normalise_host(host_values[0])
+    host = normalise_host_header(host_values[0])
     if host is None:
         raise HeadProblem(
             400,
