@@ -6,12 +6,12 @@ the table that routes hosts to bindings.
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelkit.edge.hosts import (
-    _normalise_remembered,
-    normalise_host_header,
     RANDOM_NAME_LENGTH,
     HostTable,
+    _normalise_remembered,
     is_valid_pattern,
     normalise_host,
+    normalise_host_header,
     pattern_covers,
     random_name,
 )

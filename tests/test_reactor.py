@@ -22,23 +22,47 @@ ECHO_SCRIPT = textwrap.dedent("""
     reactor = install()
     from twisted.internet import protocol
     from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     errors = []
     def watch(event):
         failure = event.get("log_failure") or event.get("failure")
         if failure is not None:
-            errors.append(failure.getErrorMessage())
+            system = event.get("log_system", event.get("system"))
+            errors.append([failure.getErrorMessage(), system])
     globalLogBeginner.beginLoggingTo([watch], redirectStandardIO=False)
 
     PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
     result = {"reactor": type(reactor).__name__}
+    waiting = {"echo", "fragile"}
+
+    def done(what):
+        waiting.discard(what)
+        if not waiting:
+            # A call from another thread, then a timer, end the run.
+            threading.Thread(
+                target=lambda: reactor.callFromThread(from_thread)
+            ).start()
+
+    def from_thread():
+        result["from_thread"] = True
+        reactor.callLater(0.01, finish)
+
+    def finish():
+        result["errors"] = errors
+        reactor.stop()
 
     class Echo(protocol.Protocol):
+        fragile = False
         def dataReceived(self, data):
             if data.startswith(b"boom"):
                 raise ValueError("handler failed")
+            self.fragile = data.startswith(b"fragile")
             self.transport.write(data)
+        def connectionLost(self, reason):
+            if self.fragile:
+                reactor.callLater(0, done, "fragile")
+                raise RuntimeError("connectionLost failed")
 
     class Client(protocol.Protocol):
         def __init__(self, payload, done):
@@ -59,25 +83,17 @@ ECHO_SCRIPT = textwrap.dedent("""
     def listening(port):
         address = port.getHost()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
+        def connect(payload, then):
+            endpoint.connect(protocol.Factory.forProtocol(lambda: Client(payload, then)))
         def failing_done(data):
             result["after_error"] = len(data)
-            endpoint.connect(
-                protocol.Factory.forProtocol(lambda: Client(PAYLOAD, echoed))
-            )
+            connect(b"fragile", fragile_done)
+        def fragile_done(data):
+            connect(PAYLOAD, echoed)
         def echoed(data):
             result["echoed"] = data == PAYLOAD
-            threading.Thread(
-                target=lambda: reactor.callFromThread(from_thread)
-            ).start()
-        def from_thread():
-            result["from_thread"] = True
-            reactor.callLater(0.01, finish)
-        def finish():
-            result["errors"] = errors
-            reactor.stop()
-        endpoint.connect(
-            protocol.Factory.forProtocol(lambda: Client(b"boom", failing_done))
-        )
+            done("echo")
+        connect(b"boom", failing_done)
 
     reactor.callWhenRunning(start)
     reactor.callLater(30, reactor.stop)
@@ -106,8 +122,10 @@ class TunnelReactorTests(TestCase):
 
     def test_connections_timers_threads_and_errors(self) -> None:
         """
-        A handler that raises is logged and its connection closed; then a
-        1 MiB echo round trip, a call from a thread and a timer all run.
+        A handler that raises is logged without the connection's system
+        and its connection closed; a C{connectionLost} that raises is
+        logged; then a 1 MiB echo round trip, a call from a thread and a
+        timer all run.
         """
         child = _run_child("-c", ECHO_SCRIPT)
 
@@ -117,7 +135,10 @@ class TunnelReactorTests(TestCase):
         self.assertEqual(result["after_error"], 0)
         self.assertTrue(result["echoed"])
         self.assertTrue(result["from_thread"])
-        self.assertEqual(result["errors"], ["handler failed"])
+        self.assertEqual(
+            result["errors"],
+            [["handler failed", "-"], ["connectionLost failed", None]],
+        )
 
     def test_command_installs_it(self) -> None:
         """

@@ -12,10 +12,11 @@ read of every connection. L{TunnelReactor} leaves it out and is otherwise
 Twisted's L{EPollReactor}: the same descriptors, timers, threads and
 signals.
 
-What changes for a reader of the logs: an exception a connection's handler
-does not catch is still logged by Twisted, as C{Unhandled Error} with its
-traceback, and the connection is still closed; the line's system is C{-}
-where Twisted would name the connection's protocol.
+What changes for a reader of the logs: lines logged through Twisted's
+legacy C{twisted.python.log} during a connection's read or write show the
+system C{-} where Twisted would name the connection's protocol. Above all
+C{Unhandled Error}: an exception a connection's handler does not catch is
+still logged with its traceback, and the connection still closed.
 
 This module needs C{select.epoll}, which only Linux has; elsewhere the
 C{tunnelkit} command does not import it and runs on Twisted's default
@@ -26,8 +27,11 @@ from __future__ import annotations
 
 from twisted.internet import epollreactor
 from twisted.internet.main import installReactor
+from twisted.logger import Logger
 
 __all__ = ["TunnelReactor", "install"]
+
+_log = Logger()
 
 
 class TunnelReactor(epollreactor.EPollReactor):
@@ -43,15 +47,23 @@ class TunnelReactor(epollreactor.EPollReactor):
         """
         selectables = self._selectables
         # At most one event per descriptor registered: the waker is always
-        # among them, so this is at least 1, as epoll requires.
+        # among them, so this is at least 1, as epoll requires. A signal
+        # during the wait does not raise: Python retries it (PEP 475).
         ready = self._poller.poll(-1 if timeout is None else timeout, len(selectables))
         handle = self._doReadOrWrite
         for fd, event in ready:
             selectable = selectables.get(fd)
             # A descriptor removed by the handler of an earlier event of the
             # same poll is skipped.
-            if selectable is not None:
+            if selectable is None:
+                continue
+            try:
                 handle(selectable, fd, event)
+            except Exception:
+                # Twisted catches what its handlers do not (a protocol's
+                # connectionLost that raises, say); what follows in this
+                # poll is still handled.
+                _log.failure("while handling {selectable!r}", selectable=selectable)
 
     doIteration = doPoll
 

@@ -11,7 +11,8 @@ answered is then dialled directly for L{ANSWERED_FOR} seconds, so that a
 busy tunnel neither hands every connection to the resolver's thread nor
 knocks first at an address the service does not listen on (C{::1} for a
 service bound to C{127.0.0.1}, say). When that address refuses, the name
-is resolved again at once.
+is resolved again at once; when it fails otherwise (a timeout), the
+connection fails and the next one resolves the name.
 """
 
 import functools
@@ -27,21 +28,27 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
 )
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelkit.addresses import format_address
 from tunnelkit.config import UpstreamAddress
 from tunnelkit.splice import SpliceEnd
 from tunnelkit.tlstransport import wrap_client_tls
+
+_log = Logger()
 
 UPSTREAM_CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the local service to accept a connection, and as
@@ -197,22 +204,22 @@ def _handshake_too_slow(result: object, timeout: float) -> Failure:
 class AnsweredAddresses:
     """
     The address each upstream C{(name, port)} last connected to, and until
-    when it is dialled without resolving the name.
+    when it is dialled without resolving the name. The time is given by
+    the caller, so that this holds no reactor.
     """
 
-    def __init__(self, clock: Any, remember_for: float = ANSWERED_FOR) -> None:
+    def __init__(self, remember_for: float = ANSWERED_FOR) -> None:
         """
-        @param clock: what tells the time, an L{IReactorTime}.
         @param remember_for: seconds an address is kept after it answered.
         """
-        self._clock = clock
         self._remember_for = remember_for
         self._addresses: dict[
             tuple[str, int], tuple[IPv4Address | IPv6Address, float]
         ] = {}
 
-    def get(self, host: str, port: int) -> IPv4Address | IPv6Address | None:
+    def get(self, host: str, port: int, now: float) -> IPv4Address | IPv6Address | None:
         """
+        @param now: the time, in the clock's seconds.
         @return: the address that answered for C{host} and C{port} lately,
             or C{None}.
         """
@@ -220,40 +227,41 @@ class AnsweredAddresses:
         if found is None:
             return None
         address, until = found
-        if self._clock.seconds() >= until:
+        if now >= until:
             del self._addresses[(host, port)]
             return None
         return address
 
-    def remember(self, host: str, port: int, address: Any) -> None:
+    def remember(self, host: str, port: int, address: object, now: float) -> None:
         """
         Note that C{address} (a connection's peer) answered for C{host} and
-        C{port}; anything else than a TCP address is not kept.
+        C{port} at C{now}; anything else than a TCP address is not kept.
         """
         if isinstance(address, (IPv4Address, IPv6Address)):
-            until = self._clock.seconds() + self._remember_for
-            self._addresses[(host, port)] = (address, until)
+            self._addresses[(host, port)] = (address, now + self._remember_for)
 
     def forget(self, host: str, port: int) -> None:
         """
-        Resolve C{host} again for the next connection.
+        Resolve C{host} again for the next connection to C{port}.
         """
         self._addresses.pop((host, port), None)
 
 
-_answered_by_reactor: "weakref.WeakKeyDictionary[Any, AnsweredAddresses]" = (
+_answered_by_reactor: "weakref.WeakKeyDictionary[IReactorTime, AnsweredAddresses]" = (
     weakref.WeakKeyDictionary()
 )
+"""The memory of each reactor, dropped with it: one per process in use,
+shared by every tunnel and the edge's static addresses."""
 
 
-def answered_addresses(reactor: Any) -> AnsweredAddresses:
+def answered_addresses(reactor: IReactorTime) -> AnsweredAddresses:
     """
     @return: the addresses that answered lately for connections made with
-        C{reactor}, shared by every tunnel of the process.
+        C{reactor}.
     """
     answered = _answered_by_reactor.get(reactor)
     if answered is None:
-        answered = _answered_by_reactor[reactor] = AnsweredAddresses(reactor)
+        answered = _answered_by_reactor[reactor] = AnsweredAddresses()
     return answered
 
 
@@ -262,12 +270,21 @@ class UpstreamEndpoint:
     """
     A TCP connection to an upstream's host and port; see the module's
     docstring for how a host name is resolved.
+
+    @ivar host: the upstream's IP address or host name.
+    @ivar port: its port.
     """
 
     def __init__(self, reactor: Any, host: str, port: int, timeout: float) -> None:
+        """
+        @param reactor: connects, resolves and tells the time.
+        @param host: an IP address or a host name.
+        @param port: the upstream's port.
+        @param timeout: seconds each attempt to connect may take.
+        """
         self._reactor = reactor
-        self._host = host
-        self._port = port
+        self.host = host
+        self.port = port
         self._timeout = timeout
         try:
             literal = ipaddress.ip_address(host)
@@ -276,10 +293,13 @@ class UpstreamEndpoint:
         else:
             self._literal = self._direct(literal.version, host)
 
-    def _direct(self, version: int, host: str) -> IStreamClientEndpoint:
+    def _direct(self, version: int, address: str) -> IStreamClientEndpoint:
+        """
+        @return: an endpoint to the port at an IP address of that version.
+        """
         if version == 6:
-            return TCP6ClientEndpoint(self._reactor, host, self._port, self._timeout)
-        return TCP4ClientEndpoint(self._reactor, host, self._port, self._timeout)
+            return TCP6ClientEndpoint(self._reactor, address, self.port, self._timeout)
+        return TCP4ClientEndpoint(self._reactor, address, self.port, self._timeout)
 
     def connect(self, protocolFactory: IProtocolFactory) -> "Deferred[IProtocol]":
         """
@@ -289,12 +309,12 @@ class UpstreamEndpoint:
         if self._literal is not None:
             return self._literal.connect(protocolFactory)
         answered = answered_addresses(self._reactor)
-        address = answered.get(self._host, self._port)
+        address = answered.get(self.host, self.port, self._reactor.seconds())
         if address is None:
             return self.resolve_and_connect(protocolFactory, answered)
         version = 6 if isinstance(address, IPv6Address) else 4
         direct = self._direct(version, address.host)
-        return _AnsweredFirst(self, direct, protocolFactory, answered).result
+        return _AnsweredFirst(self, address, direct, protocolFactory, answered).result
 
     def resolve_and_connect(
         self, protocolFactory: IProtocolFactory, answered: AnsweredAddresses
@@ -303,24 +323,35 @@ class UpstreamEndpoint:
         Forget the address that answered lately, resolve the name, try its
         addresses, and remember the one that answers.
         """
-        answered.forget(self._host, self._port)
+        answered.forget(self.host, self.port)
         endpoint = HostnameEndpoint(
-            self._reactor, self._host, self._port, timeout=self._timeout
+            self._reactor, self.host, self.port, timeout=self._timeout
         )
 
         def connected(protocol: IProtocol) -> IProtocol:
             transport = getattr(protocol, "transport", None)
             if transport is not None:
-                answered.remember(self._host, self._port, transport.getPeer())
+                answered.remember(
+                    self.host, self.port, transport.getPeer(), self._reactor.seconds()
+                )
             return protocol
 
         return endpoint.connect(protocolFactory).addCallback(connected)
+
+    def describe(self) -> str:
+        """
+        @return: the upstream as C{host:port}, for the logs.
+        """
+        return f"{self.host}:{self.port}"
 
 
 class _AnsweredFirst:
     """
     One connection through L{UpstreamEndpoint} to the address that answered
-    lately: if it fails, the name is forgotten, resolved and tried again.
+    lately. When that address refuses, the name is resolved and its
+    addresses tried at once; any other failure (a timeout, an unreachable
+    network) is the connection's, and only makes the next one resolve the
+    name, so that a dial never waits for two timeouts.
 
     @ivar result: fires with the connected protocol, or fails with the last
         attempt's reason; cancelling it stops the attempt under way.
@@ -329,11 +360,13 @@ class _AnsweredFirst:
     def __init__(
         self,
         upstream: UpstreamEndpoint,
+        address: IPv4Address | IPv6Address,
         direct: IStreamClientEndpoint,
         protocolFactory: IProtocolFactory,
         answered: AnsweredAddresses,
     ) -> None:
         self._upstream = upstream
+        self._address = address
         self._factory = protocolFactory
         self._answered = answered
         self._cancelled = False
@@ -346,22 +379,31 @@ class _AnsweredFirst:
         self._attempt.cancel()
 
     def _failed(self, reason: Failure) -> None:
-        if self._cancelled:
+        upstream = self._upstream
+        if self._cancelled or not reason.check(ConnectionRefusedError):
+            self._answered.forget(upstream.host, upstream.port)
             self._settle(reason)
             return
+        _log.debug(
+            "upstream {upstream} refused at {address}; resolving it again",
+            upstream=upstream.describe(),
+            address=format_address(self._address),
+        )
         try:
-            self._attempt = self._upstream.resolve_and_connect(
-                self._factory, self._answered
-            )
+            self._attempt = upstream.resolve_and_connect(self._factory, self._answered)
         except Exception:
             self._settle(Failure())
             return
         self._attempt.addBoth(self._settle)
 
     def _settle(self, outcome: "IProtocol | Failure") -> None:
-        if self.result.called:
-            return
-        if isinstance(outcome, Failure):
-            self.result.errback(outcome)
-        else:
-            self.result.callback(outcome)
+        if not self.result.called:
+            if isinstance(outcome, Failure):
+                self.result.errback(outcome)
+            else:
+                self.result.callback(outcome)
+        elif not isinstance(outcome, Failure):
+            # Connected after all, for nobody.
+            transport = getattr(outcome, "transport", None)
+            if transport is not None:
+                transport.abortConnection()

@@ -24,14 +24,14 @@ RANDOM_NAME_LENGTH = 12
 """Hex digits in a random tunnel name, such as C{3f9a0c1d5e7b}."""
 
 
-REMEMBERED_HOST_VALUES = 4096
+REMEMBERED_HOST_VALUES = 1024
 """How many distinct C{Host} header values L{normalise_host_header} keeps
 the answer for, the most recently used."""
 
 _REMEMBERED_LENGTH = 270
 """The longest C{Host} value remembered: a DNS name, a port and brackets.
 Longer ones are not valid names anyway, and are worked out each time, so
-that what is remembered stays under 1.5 MB however hostile the clients."""
+that what is remembered stays under 1 MB however hostile the clients."""
 
 
 def normalise_host_header(value: bytes) -> str | None:
@@ -77,6 +77,9 @@ def normalise_host(value: bytes | str) -> str | None:
 
 @functools.lru_cache(maxsize=REMEMBERED_HOST_VALUES)
 def _normalise_remembered(value: bytes) -> str | None:
+    """
+    L{normalise_host}, its answers for the most recent values kept.
+    """
     return normalise_host(value)
 
 

@@ -14,11 +14,10 @@ from http import HTTPStatus
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from tunnelkit.agent.dial import UPSTREAM_CONNECT_TIMEOUT, client_tls
+from tunnelkit.agent.dial import UPSTREAM_CONNECT_TIMEOUT, UpstreamEndpoint, client_tls
 from tunnelkit.edge.routes import ServedEdge
 from tunnelkit.edge.routing import BackendRequest, FixedResponse, StaticAddress
 from tunnelkit.tlstransport import wrap_client_tls, write_through
@@ -112,8 +111,8 @@ def connect_static(reactor: Any, address: StaticAddress, stream: RequestStream) 
     Connect C{stream} to a static address (with TLS, not verified, when it
     asks for it); the attempt is in C{stream.connecting} until connected.
     """
-    endpoint: Any = HostnameEndpoint(
-        reactor, address.host, address.port, timeout=UPSTREAM_CONNECT_TIMEOUT
+    endpoint: Any = UpstreamEndpoint(
+        reactor, address.host, address.port, UPSTREAM_CONNECT_TIMEOUT
     )
     if address.tls:
         endpoint = wrap_client_tls(client_tls(address.host), endpoint)
