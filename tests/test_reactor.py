@@ -84,7 +84,8 @@ ECHO_SCRIPT = textwrap.dedent("""
         address = port.getHost()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
         def connect(payload, then):
-            endpoint.connect(protocol.Factory.forProtocol(lambda: Client(payload, then)))
+            factory = protocol.Factory.forProtocol(lambda: Client(payload, then))
+            endpoint.connect(factory)
         def failing_done(data):
             result["after_error"] = len(data)
             connect(b"fragile", fragile_done)
