@@ -249,8 +249,8 @@ def select_tunnels(
         if not config.tunnels:
             raise CommandFailed(
                 "ERROR: TK_NO_TUNNELS_DEFINED: Your configuration file must define"
-                " at least one tunnel when using --all. To intentionally start no tunnels, use"
-                " `tunnelkit start --none.`\n"
+                " at least one tunnel when using --all. To intentionally start no"
+                " tunnels, use `tunnelkit start --none.`\n"
             )
         return list(config.tunnels.values())
     unknown = [name for name in options["names"] if name not in config.tunnels]
