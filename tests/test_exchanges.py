@@ -430,6 +430,154 @@ class SplitTests(TapTestCase):
         )
 
 
+def _described(capture: Capture) -> tuple[object, ...]:
+    """
+    @return: everything a capture holds, for comparing two.
+    """
+    request, response = capture.request, capture.response
+    described: tuple[object, ...] = (
+        capture.tunnel_name,
+        capture.remote_addr,
+        capture.started,
+        capture.ended,
+        request.method,
+        request.uri,
+        request.proto,
+        request.forwarded_proto,
+        request.raw,
+        request.body,
+        request.body_size,
+        request.truncated,
+        request.chunked,
+    )
+    if response is not None:
+        described += (
+            response.status,
+            response.proto,
+            response.raw,
+            response.body,
+            response.body_size,
+            response.truncated,
+        )
+    return described
+
+
+EXCHANGES = (
+    (GET, OK),
+    (POST, OK),
+    (POST, NO_CONTENT),
+    (CHUNKED_PUT, OK),
+    (GET, CHUNKED_OK),
+    (b"HEAD / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+    (
+        b"GET /n HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+    ),
+    (
+        b"POST /e HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (b"GET /old HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    (
+        b"GET /c HTTP/1.1\r\nConnection: keep-alive\r\nX-Forwarded-Proto: http\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nConnection: keep-alive\r\nContent-Length: 1"
+        b"\r\n\r\nx",
+    ),
+    (
+        b"PATCH /p?q=%20 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1030\r\n\r\n" + b"b" * 1030,
+    ),
+)
+"""Exchanges of several kinds: those read whole when they come whole, and
+those always read piece by piece."""
+
+
+class WholeMessageTests(SynchronousTestCase):
+    """
+    A message that comes whole in one piece is read in one go when it is of
+    the usual kind; what is captured is what reading it piece by piece
+    captures.
+    """
+
+    def tap(self, clock: list[float], cap: int) -> tuple[ExchangeTap, Recorder]:
+        recorder = Recorder()
+        tap = ExchangeTap(
+            _Sink(recorder), lambda: clock[0], "192.0.2.7", lambda r: "web", cap
+        )
+        return tap, recorder
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        picks=st.lists(st.integers(0, len(EXCHANGES) - 1), min_size=1, max_size=8),
+        cap=st.sampled_from([0, 1, 4, 1024, 1 << 20]),
+    )
+    def test_same_as_pieces(self, picks: list[int], cap: int) -> None:
+        """
+        A conversation of exchanges sent a message at a time is captured
+        exactly as when every byte comes alone.
+        """
+        results = []
+        for piecewise in (False, True):
+            clock = [1000.0]
+            tap, recorder = self.tap(clock, cap)
+            for pick in picks:
+                request, response = EXCHANGES[pick]
+                for data, feed in (
+                    (request, tap.request_data),
+                    (response, tap.response_data),
+                ):
+                    if piecewise:
+                        for index in range(len(data)):
+                            feed(data[index : index + 1])
+                    else:
+                        feed(data)
+                    clock[0] += 0.25
+            results.append(
+                (
+                    [_described(capture) for capture in recorder.completed],
+                    [_described(capture) for capture in recorder.opened],
+                    tap.stopped,
+                )
+            )
+        self.assertEqual(results[0], results[1])
+        self.assertTrue(results[0][0])
+
+    def test_whole_response_matched(self) -> None:
+        """
+        A whole response read in one go answers the oldest request waiting.
+        """
+        clock = [1000.0]
+        tap, recorder = self.tap(clock, 1024)
+        tap.request_data(GET)
+        tap.request_data(POST)
+        tap.response_data(OK)
+        clock[0] = 1001.0
+        tap.response_data(NO_CONTENT)
+
+        first, second = recorder.completed
+        assert first.response is not None and second.response is not None
+        self.assertEqual(
+            (first.request.raw, first.response.raw, first.ended),
+            (GET, OK, 1000.0),
+        )
+        self.assertEqual(
+            (second.request.raw, second.response.raw, second.ended),
+            (POST, NO_CONTENT, 1001.0),
+        )
+
+    def test_whole_request_rejected(self) -> None:
+        """
+        A whole message the parser rejects stops the capture, as it does
+        when read piece by piece.
+        """
+        clock = [1000.0]
+        tap, recorder = self.tap(clock, 1024)
+        tap.request_data(b"GET /a HTTP/1.1\r\nBad Name: x\r\n\r\n")
+
+        self.assertTrue(tap.stopped)
+        self.assertEqual(recorder.completed, [])
+
+
 class StopTests(TapTestCase):
     """
     Where capture stops for the rest of a connection.

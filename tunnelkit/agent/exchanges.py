@@ -13,6 +13,12 @@ feeding the parser in pieces that can only end where a message can: right
 after a blank line (the end of a head, and of a chunked body), and at the
 end of a body sized by C{Content-Length}. A message therefore always ends
 exactly at the end of a piece, and every piece belongs to one message.
+Most of what a kept-alive connection carries comes one whole message per
+read (an HTTP/1.1 head and the body its C{Content-Length} gives); such a
+read is checked for that shape, given to the parser whole with its
+callbacks idle, and captured from the head afterwards
+(L{_MessageReader._read_whole}). Anything else takes the piece-by-piece
+path, and both capture the same.
 
 Every byte of the tunnel passes here, so the parser is given as few
 Python callbacks as will do: not one per header field. The three fields
@@ -107,6 +113,8 @@ class _MessageReader:
         self.over = False
         self._clock = tap.clock
         self._started = 0.0
+        self._whole_only = False
+        self._completions = 0
         if responses:
             self._complete = tap.response_complete
         else:
@@ -125,6 +133,8 @@ class _MessageReader:
 
         @raise _StopCapture: when capture must stop.
         """
+        if not self._in_body and not self._head and self._read_whole(data):
+            return
         size = len(data)
         if self._in_body and not self._chunked:
             remaining = self._remaining
@@ -138,6 +148,103 @@ class _MessageReader:
             self._feed_piece(data if end - position == size else data[position:end])
             position = end
         self._tail = data[-3:] if size >= 3 else (self._tail + data)[-3:]
+
+    def _read_whole(self, data: bytes) -> bool:
+        """
+        Read C{data} in one go if it is exactly one whole message of the
+        usual kind: an HTTP/1.1 head followed by the whole body its
+        C{Content-Length} gives (or by none, for a request without one),
+        no chunked coding, no upgrade, no C{Connection: close}, and, for a
+        response, a final status answering a request that is neither
+        C{HEAD} nor C{CONNECT}. That is what a kept-alive connection mostly
+        carries, and the parser's callbacks then do nothing: the message is
+        taken from the head once the parser has read and accepted it.
+
+        @return: whether C{data} was read; if not, nothing was done and the
+            general path reads it.
+        @raise _StopCapture: when the parser rejects C{data}.
+        """
+        end = data.find(BLANK_LINE)
+        if end == -1 or end >= MAX_HEAD_SIZE:
+            return False
+        head_end = end + 4
+        size = len(data)
+        head = data if head_end == size else data[:head_end]
+        lowered = head.lower()
+        if (
+            b"\r\ntransfer-encoding:" in lowered
+            or b"\r\nupgrade:" in lowered
+            or b"close" in lowered
+        ):
+            return False
+        length = _field_value(lowered, b"\r\ncontent-length:")
+        if length is None:
+            if self._responses:
+                return False
+            body_size = 0
+        elif length.isdigit():
+            body_size = int(length)
+        else:
+            return False
+        if head_end + body_size != size:
+            return False
+        if self._responses:
+            if not head.startswith(b"HTTP/1.1 ") or head[9:10] == b"1":
+                return False
+            if head[9:12] in (b"204", b"304"):
+                return False
+            waiting = self._tap.waiting_method()
+            if waiting is None or waiting in ("HEAD", "CONNECT"):
+                return False
+        else:
+            line_end = head.find(b"\r\n")
+            if not head.endswith(b" HTTP/1.1", 0, line_end) or head.startswith(
+                b"CONNECT "
+            ):
+                return False
+            started = self._clock()
+
+        parser = self._parser
+        self._whole_only = True
+        self._completions = 0
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            # An upgrade too, which the checks above leave out.
+            raise _StopCapture(str(error))
+        finally:
+            self._whole_only = False
+        if self._completions != 1:
+            raise _StopCapture("framing not as the head said")
+        target, self._target = self._target.decode("latin-1"), b""
+        version = parser.get_http_version()
+        proto = _PROTOS.get(version) or "HTTP/" + version
+        message: CapturedMessage
+        if self._responses:
+            assert isinstance(parser, httptools.HttpResponseParser)
+            message = CapturedResponse(
+                proto, head, status_code=parser.get_status_code(), reason=target
+            )
+        else:
+            assert isinstance(parser, httptools.HttpRequestParser)
+            forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
+            message = CapturedRequest(
+                proto,
+                head,
+                method=_method_name(parser.get_method()),
+                uri=target,
+                forwarded_proto=(
+                    forwarded.decode("latin-1") if forwarded is not None else None
+                ),
+            )
+            self._tap.request_head(message, started)
+        if body_size:
+            message.wire_body = bytearray(
+                data[head_end : head_end + min(body_size, self._body_cap)]
+            )
+            message.body_size = body_size
+        self._complete(message)
+        return True
 
     def _piece_end(self, data: bytes, position: int) -> int:
         """
@@ -238,6 +345,8 @@ class _MessageReader:
         self._target = self._target + status if self._target else status
 
     def on_headers_complete(self) -> None:
+        if self._whole_only:
+            return
         pieces = self._head
         head = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._head = []
@@ -292,6 +401,9 @@ class _MessageReader:
             message.decoded_body += body[:room]
 
     def on_message_complete(self) -> None:
+        if self._whole_only:
+            self._completions += 1
+            return
         message = self.current
         self.current = None
         self._in_body = False
@@ -454,6 +566,13 @@ class ExchangeTap:
         self._reading = Capture(
             "", self._remote_addr, started, message, replay_of=self._replay_of
         )
+
+    def waiting_method(self) -> str | None:
+        """
+        @return: the method of the oldest request waiting for its response,
+            or C{None} when none is waiting.
+        """
+        return self._waiting[0].request.method if self._waiting else None
 
     def response_head(self, response: CapturedResponse) -> bool:
         """
