@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelkit.agent.captures import Capture, CapturedRequest
+from tunnelkit.agent import exchanges
 from tunnelkit.agent.exchanges import MAX_HEAD_SIZE, ExchangeTap
 
 GET = b"GET /a?x=1 HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-Proto: https\r\n\r\n"
@@ -452,7 +453,8 @@ def _described(capture: Capture) -> tuple[object, ...]:
     )
     if response is not None:
         described += (
-            response.status,
+            response.status_code,
+            response.reason,
             response.proto,
             response.raw,
             response.body,
@@ -487,6 +489,14 @@ EXCHANGES = (
         b"PATCH /p?q=%20 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 1030\r\n\r\n" + b"b" * 1030,
     ),
+    (GET, b"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\nx"),
+    (GET, b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"),
+    (GET, b"HTTP/1.1 418 I'm a teapot \r\nContent-Length: 0\r\n\r\n"),
+    (GET, b"HTTP/1.1 200  Two Spaces\r\nContent-Length: 0\r\n\r\n"),
+    (b"GET  /two-spaces HTTP/1.1\r\n\r\n", OK),
+    (b"OPTIONS * HTTP/1.1\r\nX-Forwarded-Proto:  HTTP \r\n\r\n", OK),
+    (b"GET /bye HTTP/1.1\r\nConnection: close\r\n\r\n", OK),
+    (GET, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"),
 )
 """Exchanges of several kinds: those read whole when they come whole, and
 those always read piece by piece."""
@@ -541,6 +551,38 @@ class WholeMessageTests(SynchronousTestCase):
             )
         self.assertEqual(results[0], results[1])
         self.assertTrue(results[0][0])
+
+    def test_usual_messages_read_whole(self) -> None:
+        """
+        Usual messages never go to the piece-by-piece reader; a chunked
+        one, and every message after a C{Connection: close}, do.
+        """
+        pieces: list[bytes] = []
+        feed_piece = exchanges._MessageReader._feed_piece
+
+        def counted(reader: exchanges._MessageReader, piece: bytes) -> None:
+            pieces.append(piece)
+            feed_piece(reader, piece)
+
+        self.patch(exchanges._MessageReader, "_feed_piece", counted)
+        clock = [1000.0]
+        tap, recorder = self.tap(clock, 1024)
+        for request, response in [(GET, OK), (POST, OK), (POST, NO_CONTENT)]:
+            tap.request_data(request)
+            tap.response_data(response)
+        self.assertEqual((len(recorder.completed), pieces), (3, []))
+
+        tap.request_data(GET)
+        tap.response_data(CHUNKED_OK)
+        self.assertEqual(b"".join(pieces), CHUNKED_OK)
+
+        del pieces[:]
+        closing = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+        tap.request_data(closing)
+        tap.response_data(OK)
+        tap.request_data(GET)
+        self.assertEqual(b"".join(pieces), closing + GET)
+        self.assertTrue(tap.stopped)
 
     def test_whole_response_matched(self) -> None:
         """

@@ -81,7 +81,8 @@ class CapturedMessage:
     @ivar head: the head (start line, fields and the blank line) as on the
         wire.
     @ivar wire_body: the body as on the wire (with its chunked framing, if
-        any), up to the body cap.
+        any), up to the body cap: a C{bytearray} grown as the body comes,
+        or C{bytes} for a message read whole.
     @ivar decoded_body: the body without chunked framing, up to the body
         cap; C{None} when it was not chunked, so that it is L{wire_body}.
     @ivar body_size: the size of the whole decoded body, as far as it was
@@ -91,7 +92,7 @@ class CapturedMessage:
 
     proto: str = "HTTP/1.1"
     head: bytes = b""
-    wire_body: bytearray = field(default_factory=bytearray)
+    wire_body: bytes | bytearray = field(default_factory=bytearray)
     decoded_body: bytearray | None = None
     body_size: int = 0
     chunked: bool = False

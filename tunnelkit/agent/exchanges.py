@@ -15,10 +15,12 @@ end of a body sized by C{Content-Length}. A message therefore always ends
 exactly at the end of a piece, and every piece belongs to one message.
 Most of what a kept-alive connection carries comes one whole message per
 read (an HTTP/1.1 head and the body its C{Content-Length} gives); such a
-read is checked for that shape, given to the parser whole with its
-callbacks idle, and captured from the head afterwards
-(L{_MessageReader._read_whole}). Anything else takes the piece-by-piece
-path, and both capture the same.
+read is checked for that shape, given whole to a second parser whose only
+callback counts messages, and captured from the head once that parser
+accepted it (L{_MessageReader._read_whole}). Anything else takes the
+piece-by-piece path, and both capture the same. All a parser carries from
+one message to the next is whether the connection closes after it; once
+the general parser says so, the whole-message path is not taken again.
 
 Every byte of the tunnel passes here, so the parser is given as few
 Python callbacks as will do: not one per header field. The three fields
@@ -83,6 +85,29 @@ class _StopCapture(Exception):
     """
 
 
+class _MessageCounter:
+    """
+    A parser of whole messages with no callback but the one that counts
+    them: the whole-message path only needs to know that the parser
+    accepted one message, and where it ended.
+
+    @ivar count: the messages completed since it was last set to zero.
+    """
+
+    __slots__ = ("count", "parser")
+
+    def __init__(self, responses: bool) -> None:
+        self.count = 0
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser
+        if responses:
+            self.parser = httptools.HttpResponseParser(self)
+        else:
+            self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
 class _MessageReader:
     """
     The parser of one direction of a connection, and the message it is
@@ -113,8 +138,8 @@ class _MessageReader:
         self.over = False
         self._clock = tap.clock
         self._started = 0.0
-        self._whole_only = False
-        self._completions = 0
+        self._counter: _MessageCounter | None = None
+        self._closing = False
         if responses:
             self._complete = tap.response_complete
         else:
@@ -156,14 +181,18 @@ class _MessageReader:
         C{Content-Length} gives (or by none, for a request without one),
         no chunked coding, no upgrade, no C{Connection: close}, and, for a
         response, a final status answering a request that is neither
-        C{HEAD} nor C{CONNECT}. That is what a kept-alive connection mostly
-        carries, and the parser's callbacks then do nothing: the message is
-        taken from the head once the parser has read and accepted it.
+        C{HEAD} nor C{CONNECT} (a C{204} or C{304} has no body, whatever
+        its length says). That is what a kept-alive connection mostly
+        carries. Such a message is checked by a parser of its own that
+        only counts the messages it reads, and is taken from the head: its
+        start line is simple enough to read once the parser accepted it.
 
         @return: whether C{data} was read; if not, nothing was done and the
             general path reads it.
         @raise _StopCapture: when the parser rejects C{data}.
         """
+        if self._closing:
+            return False
         end = data.find(BLANK_LINE)
         if end == -1 or end >= MAX_HEAD_SIZE:
             return False
@@ -177,73 +206,89 @@ class _MessageReader:
             or b"close" in lowered
         ):
             return False
-        length = _field_value(lowered, b"\r\ncontent-length:")
-        if length is None:
-            if self._responses:
+        line_end = head.find(b"\n") - 1
+        if line_end < 0 or head[line_end] != 13:
+            return False
+        responses = self._responses
+        no_body = False
+        if responses:
+            # "HTTP/1.1 200 OK": the reason is what follows the code's space.
+            code = head[9:12]
+            if not head.startswith(b"HTTP/1.1 ") or not code.isdigit() or code[0] == 49:
+                return False
+            no_body = code == b"204" or code == b"304"
+        found = lowered.find(b"\r\ncontent-length:")
+        if found == -1 or no_body:
+            # A response without a length runs until the connection ends.
+            if responses and not no_body:
                 return False
             body_size = 0
-        elif length.isdigit():
-            body_size = int(length)
         else:
-            return False
+            found += 17
+            length = lowered[found : lowered.find(b"\r\n", found)].strip(b" \t")
+            if not length.isdigit():
+                return False
+            body_size = int(length)
         if head_end + body_size != size:
             return False
-        if self._responses:
-            if not head.startswith(b"HTTP/1.1 ") or head[9:10] == b"1":
-                return False
-            if head[9:12] in (b"204", b"304"):
+        if responses:
+            if line_end == 12:
+                reason = b""
+            elif head[12] == 32:
+                reason = head[13:line_end]
+            else:
                 return False
             waiting = self._tap.waiting_method()
             if waiting is None or waiting in ("HEAD", "CONNECT"):
                 return False
         else:
-            line_end = head.find(b"\r\n")
-            if not head.endswith(b" HTTP/1.1", 0, line_end) or head.startswith(
-                b"CONNECT "
+            # "GET /path HTTP/1.1", with one space on each side of the target.
+            space = head.find(b" ")
+            target = head[space + 1 : line_end - 9]
+            if (
+                not head.endswith(b" HTTP/1.1", 0, line_end)
+                or not target
+                or b" " in target
+                or head.startswith(b"CONNECT ")
             ):
                 return False
             started = self._clock()
 
-        parser = self._parser
-        self._whole_only = True
-        self._completions = 0
+        counter = self._counter
+        if counter is None:
+            counter = self._counter = _MessageCounter(responses)
+        counter.count = 0
         try:
-            parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            # An upgrade too, which the checks above leave out.
+            counter.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
             raise _StopCapture(str(error))
-        finally:
-            self._whole_only = False
-        if self._completions != 1:
+        if counter.count != 1:
             raise _StopCapture("framing not as the head said")
-        target, self._target = self._target.decode("latin-1"), b""
-        version = parser.get_http_version()
-        proto = _PROTOS.get(version) or "HTTP/" + version
-        message: CapturedMessage
-        if self._responses:
-            assert isinstance(parser, httptools.HttpResponseParser)
-            message = CapturedResponse(
-                proto, head, status_code=parser.get_status_code(), reason=target
-            )
-        else:
-            assert isinstance(parser, httptools.HttpRequestParser)
-            forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
-            message = CapturedRequest(
-                proto,
+        wire = data[head_end : head_end + self._body_cap]
+        if responses:
+            response = CapturedResponse(
+                "HTTP/1.1",
                 head,
-                method=_method_name(parser.get_method()),
-                uri=target,
-                forwarded_proto=(
-                    forwarded.decode("latin-1") if forwarded is not None else None
-                ),
+                wire_body=wire,
+                body_size=body_size,
+                status_code=int(code),
+                reason=reason.decode("latin-1"),
             )
-            self._tap.request_head(message, started)
-        if body_size:
-            message.wire_body = bytearray(
-                data[head_end : head_end + min(body_size, self._body_cap)]
-            )
-            message.body_size = body_size
-        self._complete(message)
+            self._complete(response)
+            return True
+        forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
+        request = CapturedRequest(
+            "HTTP/1.1",
+            head,
+            wire_body=wire,
+            body_size=body_size,
+            method=_method_name(head[:space]),
+            uri=target.decode("latin-1"),
+            forwarded_proto=(
+                forwarded.decode("latin-1") if forwarded is not None else None
+            ),
+        )
+        self._tap.request_whole(request, started)
         return True
 
     def _piece_end(self, data: bytes, position: int) -> int:
@@ -277,6 +322,8 @@ class _MessageReader:
             message = self.current
             if message is not None:
                 wire = message.wire_body
+                # Grown in place; only a message read whole holds bytes.
+                assert isinstance(wire, bytearray)
                 room = self._body_cap - len(wire)
                 if room > 0:
                     wire += piece if room >= len(piece) else piece[:room]
@@ -294,7 +341,7 @@ class _MessageReader:
         if self._skip_body:
             self._skip_body = False
             self._parser = self._new_parser()
-            self.on_message_complete()
+            self._message_done()
         done = self._done
         if done:
             self._done = []
@@ -345,8 +392,6 @@ class _MessageReader:
         self._target = self._target + status if self._target else status
 
     def on_headers_complete(self) -> None:
-        if self._whole_only:
-            return
         pieces = self._head
         head = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._head = []
@@ -401,9 +446,13 @@ class _MessageReader:
             message.decoded_body += body[:room]
 
     def on_message_complete(self) -> None:
-        if self._whole_only:
-            self._completions += 1
-            return
+        if not self._parser.should_keep_alive():
+            # The parser takes nothing after this message; nor may the
+            # whole-message path, whose own parser never saw it.
+            self._closing = True
+        self._message_done()
+
+    def _message_done(self) -> None:
         message = self.current
         self.current = None
         self._in_body = False
@@ -566,6 +615,17 @@ class ExchangeTap:
         self._reading = Capture(
             "", self._remote_addr, started, message, replay_of=self._replay_of
         )
+
+    def request_whole(self, message: CapturedRequest, started: float) -> None:
+        """
+        The request reader read a whole request at once, begun at
+        C{started}: it is open, waiting for its response.
+        """
+        capture = Capture(
+            "", self._remote_addr, started, message, replay_of=self._replay_of
+        )
+        self._open(capture)
+        self._waiting.append(capture)
 
     def waiting_method(self) -> str | None:
         """
