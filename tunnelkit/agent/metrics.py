@@ -90,7 +90,14 @@ class Meter:
         """
         Count one event, now.
         """
-        self._catch_up()
+        self.mark_at(self._clock.seconds())
+
+    def mark_at(self, now: float) -> None:
+        """
+        Count one event at C{now}, the clock's current time.
+        """
+        if now >= self._next_tick:
+            self._catch_up(now)
         self.count += 1
         self._uncounted += 1
 
@@ -99,16 +106,15 @@ class Meter:
         @return: the 1-, 5- and 15-minute moving averages of events per
             second, as of the last tick that ended.
         """
-        self._catch_up()
+        self._catch_up(self._clock.seconds())
         return tuple(self._rates)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, now: float) -> None:
         """
         Fold in the ticks that ended since the last call: the first carries
         the events counted meanwhile, any later ones none. The meter's very
         first tick sets the averages to its rate.
         """
-        now = self._clock.seconds()
         if now < self._next_tick:
             return
         ticks = int((now - self._next_tick) // TICK_INTERVAL) + 1
@@ -156,7 +162,12 @@ class DecayingSample:
         """
         Offer one value, measured now.
         """
-        now = self._clock.seconds()
+        self.update_at(value, self._clock.seconds())
+
+    def update_at(self, value: float, now: float) -> None:
+        """
+        Offer one value, measured at C{now}, the clock's current time.
+        """
         if now >= self._next_rescale:
             self._rescale(now)
         weight = math.exp(self._decay * (now - self._landmark))
@@ -209,8 +220,17 @@ class Timer:
     """
 
     def __init__(self, clock: MetricsClock, rng: Callable[[], float]) -> None:
+        self._clock = clock
         self.meter = Meter(clock)
         self.durations = DecayingSample(clock, rng=rng)
+
+    def record(self, duration: float) -> None:
+        """
+        Count one event that ends now, after C{duration} seconds.
+        """
+        now = self._clock.seconds()
+        self.meter.mark_at(now)
+        self.durations.update_at(duration, now)
 
     def to_json(self, gauge: int | None = None) -> dict[str, float]:
         """
@@ -284,8 +304,7 @@ class TunnelMetrics:
         Count an HTTP request answered now, C{duration_seconds} after it
         began.
         """
-        self._http.meter.mark()
-        self._http.durations.update(duration_seconds)
+        self._http.record(duration_seconds)
         if self.parent is not None:
             self.parent.http_exchange(duration_seconds)
 
