@@ -196,8 +196,12 @@ class CoverageTests(SynchronousTestCase):
         C{NAME (http)}; any other, C{NAME}.
         """
         tunnel = tunnel_to(UpstreamAddress("http", "localhost", 8080))
-        plain = CapturedRequest(forwarded_proto="http")
-        secure = CapturedRequest(forwarded_proto="https")
+        plain = CapturedRequest(
+            head=b"GET / HTTP/1.1\r\nHost: web\r\nX-Forwarded-Proto: http\r\n\r\n"
+        )
+        secure = CapturedRequest(
+            head=b"GET / HTTP/1.1\r\nx-forwarded-proto:  HTTPS \r\n\r\n"
+        )
 
         self.assertEqual(request_tunnel_name(tunnel, plain), "web")
         tunnel.public_urls = ("https://web.example", "http://web.example")

@@ -103,7 +103,6 @@ def captured(
         method=method,
         uri=uri,
         body_size=len(body),
-        forwarded_proto="https",
     )
     request.wire_body += body
     capture = Capture(tunnel, "192.0.2.7", 1_700_000_000.0, request)

@@ -69,6 +69,24 @@ def head_fields(head: bytes, response: bool) -> list[tuple[bytes, bytes]]:
     return collector.fields
 
 
+def field_value(lowered: bytes, marker: bytes, last: bool = False) -> bytes | None:
+    """
+    Look up one header field in a head llhttp has read and accepted, so
+    whose fields are each C{name:value} on a line of their own (no folded
+    lines, no space before the colon, no conflicting lengths).
+
+    @param lowered: the head, in lower case.
+    @param marker: C{\\r\\n}, the field's name in lower case, and C{:}.
+    @param last: take the last field of that name rather than the first.
+    @return: its value without the whitespace around it, or C{None}.
+    """
+    start = lowered.rfind(marker) if last else lowered.find(marker)
+    if start == -1:
+        return None
+    start += len(marker)
+    return lowered[start : lowered.find(b"\r\n", start)].strip(b" \t")
+
+
 @dataclass(eq=False, slots=True)
 class CapturedMessage:
     """
@@ -168,13 +186,20 @@ class CapturedRequest(CapturedMessage):
 
     @ivar method: its method, such as C{GET}.
     @ivar uri: its request target as sent, such as C{/path?q=1}.
-    @ivar forwarded_proto: its C{X-Forwarded-Proto}, the scheme the
-        client used as the edge says, or C{None}.
     """
 
     method: str = ""
     uri: str = ""
-    forwarded_proto: str | None = None
+
+    @property
+    def forwarded_proto(self) -> str | None:
+        """
+        @return: its C{X-Forwarded-Proto} (the first), the scheme the
+            client used as the edge says, in lower case; or C{None}. It is
+            read from the head when asked, as few ask.
+        """
+        value = field_value(self.head.lower(), b"\r\nx-forwarded-proto:")
+        return value.decode("latin-1") if value is not None else None
 
     def stored_bytes(self) -> int:
         size = len(self.head) + len(self.wire_body) + len(self.uri)

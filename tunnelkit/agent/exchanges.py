@@ -23,11 +23,11 @@ one message to the next is whether the connection closes after it; once
 the general parser says so, the whole-message path is not taken again.
 
 Every byte of the tunnel passes here, so the parser is given as few
-Python callbacks as will do: not one per header field. The three fields
-the capture needs as it goes (C{Content-Length} and C{Transfer-Encoding},
-which decide where a body ends, and C{X-Forwarded-Proto}) are looked up in
-the head once llhttp has read and accepted it; the fields are read again
-from the head, by httptools, only when someone looks at a capture.
+Python callbacks as will do: not one per header field. The two fields the
+capture needs as it goes, C{Content-Length} and C{Transfer-Encoding}, which
+decide where a body ends, are looked up in the head once llhttp has read
+and accepted it; every other field is read again from the head only when
+someone looks at a capture.
 
 What is kept of each message is bounded: its head (up to L{MAX_HEAD_SIZE};
 a longer one stops the capture), its body as on the wire up to the body
@@ -52,6 +52,7 @@ from tunnelkit.agent.captures import (
     CapturedMessage,
     CapturedRequest,
     CapturedResponse,
+    field_value,
 )
 
 _log = Logger()
@@ -113,8 +114,8 @@ class _MessageReader:
     The parser of one direction of a connection, and the message it is
     reading. Every byte passes here, so the work per piece and per
     callback is kept small: the header fields are looked at only for the
-    few that decide the framing (and C{X-Forwarded-Proto}), and are read
-    again from the head only when someone asks for them.
+    two that decide the framing, and are read again from the head only
+    when someone asks for them.
 
     @ivar current: the message being read, once it began.
     @ivar over: whether the direction stopped being HTTP (an upgrade).
@@ -274,9 +275,8 @@ class _MessageReader:
                 status_code=int(code),
                 reason=reason.decode("latin-1"),
             )
-            self._complete(response)
+            self._tap.response_whole(response)
             return True
-        forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
         request = CapturedRequest(
             "HTTP/1.1",
             head,
@@ -284,9 +284,6 @@ class _MessageReader:
             body_size=body_size,
             method=_method_name(head[:space]),
             uri=target.decode("latin-1"),
-            forwarded_proto=(
-                forwarded.decode("latin-1") if forwarded is not None else None
-            ),
         )
         self._tap.request_whole(request, started)
         return True
@@ -400,7 +397,7 @@ class _MessageReader:
         version = self._parser.get_http_version()
         proto = _PROTOS.get(version) or "HTTP/" + version
         lowered = head.lower()
-        coding = _field_value(lowered, b"\r\ntransfer-encoding:", last=True)
+        coding = field_value(lowered, b"\r\ntransfer-encoding:", last=True)
         chunked = (
             coding is not None and coding.rpartition(b",")[2].strip() == b"chunked"
         )
@@ -413,15 +410,11 @@ class _MessageReader:
             self._skip_body = self._tap.response_head(message)
         else:
             assert isinstance(self._parser, httptools.HttpRequestParser)
-            forwarded = _field_value(lowered, b"\r\nx-forwarded-proto:")
             message = CapturedRequest(
                 proto,
                 head,
                 method=_method_name(self._parser.get_method()),
                 uri=target,
-                forwarded_proto=(
-                    forwarded.decode("latin-1") if forwarded is not None else None
-                ),
             )
             self._tap.request_head(message, self._started)
         self.current = message
@@ -432,7 +425,7 @@ class _MessageReader:
             message.chunked = True
             message.decoded_body = bytearray()
         elif not self._skip_body:
-            length = _field_value(lowered, b"\r\ncontent-length:")
+            length = field_value(lowered, b"\r\ncontent-length:")
             if length is not None and length.isdigit():
                 self._remaining = int(length)
 
@@ -467,24 +460,6 @@ _PROTOS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 _METHODS: dict[bytes, str] = {}
 """The methods seen so far, decoded once each (llhttp knows a few dozen)."""
-
-
-def _field_value(lowered: bytes, marker: bytes, last: bool = False) -> bytes | None:
-    """
-    Look up one header field in a head llhttp has read and accepted, so
-    whose fields are each C{name:value} on a line of their own (no folded
-    lines, no space before the colon, no conflicting lengths).
-
-    @param lowered: the head, in lower case.
-    @param marker: C{\\r\\n}, the field's name in lower case, and C{:}.
-    @param last: take the last field of that name rather than the first.
-    @return: its value without the whitespace around it, or C{None}.
-    """
-    start = lowered.rfind(marker) if last else lowered.find(marker)
-    if start == -1:
-        return None
-    start += len(marker)
-    return lowered[start : lowered.find(b"\r\n", start)].strip(b" \t")
 
 
 def _method_name(method: bytes) -> str:
@@ -622,9 +597,13 @@ class ExchangeTap:
         C{started}: it is open, waiting for its response.
         """
         capture = Capture(
-            "", self._remote_addr, started, message, replay_of=self._replay_of
+            self._tunnel_name(message),
+            self._remote_addr,
+            started,
+            message,
+            replay_of=self._replay_of,
         )
-        self._open(capture)
+        self._opened(capture)
         self._waiting.append(capture)
 
     def waiting_method(self) -> str | None:
@@ -670,6 +649,18 @@ class ExchangeTap:
     def _open(self, capture: Capture) -> None:
         capture.tunnel_name = self._tunnel_name(capture.request)
         self._opened(capture)
+
+    def response_whole(self, message: CapturedResponse) -> None:
+        """
+        The response reader read a whole final response, not C{101}, at
+        once, while a request was waiting for it.
+        """
+        capture = self._waiting.popleft()
+        capture.response = message
+        capture.ended = self.clock()
+        self._completed(capture)
+        if self._requests_over and not self._waiting and self._reading is None:
+            self.stop()
 
     def response_complete(self, message: CapturedMessage, last: bool = False) -> None:
         """
