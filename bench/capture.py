@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench._common import environment, median, progress, render_table
-from tunnelkit.agent.captures import Capture, CaptureStore
+from tunnelkit.agent.captures import ENTRY_OVERHEAD, Capture, CaptureStore
 from tunnelkit.agent.exchanges import ExchangeTap
 from tunnelkit.agent.inspection import DEFAULT_BODY_CAP, Inspection
 from tunnelkit.agent.metrics import TunnelMetrics, WallClock
@@ -36,6 +36,9 @@ STORE_SIZE = 50 * 1024 * 1024
 CONNECTIONS = 50
 """Connections the exchanges are spread over, one tap each, as in the small
 case of C{bench/http.py}."""
+
+FILL_STEP = 1000
+"""Exchanges captured at a time while the store is being filled."""
 
 COPIES = 1024
 """Distinct copies of each message fed in turn, so that every exchange
@@ -168,10 +171,6 @@ def run_step(step: Step, exchanges: int) -> float:
     taps, store, metrics = step.taps()
     requests = copies(REQUEST)
     responses = copies(RESPONSE)
-    fill = 0
-    if store is not None:
-        per_capture = len(REQUEST) + len(RESPONSE) + len(BODY) + 2048
-        fill = STORE_SIZE // per_capture + CONNECTIONS
 
     def exchange_many(count: int) -> float:
         started = time.perf_counter()
@@ -181,8 +180,13 @@ def run_step(step: Step, exchanges: int) -> float:
             tap.response_data(responses[index % COPIES])
         return time.perf_counter() - started
 
-    exchange_many(fill)
+    # Each capture counts at least ENTRY_OVERHEAD bytes, so the store is
+    # full, and evicting, after at most this many.
+    fill = 0
     if store is not None:
+        while not store.evicted and fill <= STORE_SIZE // ENTRY_OVERHEAD:
+            exchange_many(FILL_STEP)
+            fill += FILL_STEP
         store.evicted = 0
     elapsed = exchange_many(exchanges)
     if any(tap.stopped or not tap.idle for tap in taps):
@@ -190,7 +194,7 @@ def run_step(step: Step, exchanges: int) -> float:
     if store is not None:
         if store.added != fill + exchanges:
             raise RuntimeError(
-                f"{step.title}: {store.added} captures kept of"
+                f"{step.title}: {store.added} captures added for"
                 f" {fill + exchanges} exchanges"
             )
         if store.peak_bytes > store.capacity:
