@@ -20,10 +20,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bench._common import environment, median, progress, render_table
-from tunnelkit.agent.captures import ENTRY_OVERHEAD, Capture, CaptureStore
+from tunnelkit.agent.captures import (
+    ENTRY_OVERHEAD,
+    Capture,
+    CapturedRequest,
+    CaptureStore,
+)
 from tunnelkit.agent.exchanges import ExchangeTap
 from tunnelkit.agent.inspection import DEFAULT_BODY_CAP, Inspection
 from tunnelkit.agent.metrics import TunnelMetrics, WallClock
@@ -93,22 +97,25 @@ class _Store:
         self.completed = store.complete
 
 
+_Taps = tuple[list[ExchangeTap], CaptureStore | None, TunnelMetrics | None]
+"""The taps of the connections, the store they keep captures in (if any) and
+the tunnel metrics they count in (if any)."""
+
+
 @dataclass
 class Step:
     """
     One row: the capture code up to some step.
 
     @ivar title: the row's title.
-    @ivar taps: makes the connections' taps, and returns with them the
-        store the captures go to (if any) and the tunnel's metrics (if
-        counted).
+    @ivar taps: makes the connections' taps.
     """
 
     title: str
-    taps: Callable[[], tuple[list[ExchangeTap], CaptureStore | None, Any]]
+    taps: Callable[[], _Taps]
 
 
-def _read_only() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
+def _read_only() -> _Taps:
     taps = [
         ExchangeTap(_Discard(), time.time, "127.0.0.1", _name, DEFAULT_BODY_CAP)
         for _ in range(CONNECTIONS)
@@ -116,7 +123,7 @@ def _read_only() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
     return taps, None, None
 
 
-def _read_and_store() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
+def _read_and_store() -> _Taps:
     store = CaptureStore(STORE_SIZE)
     recorder = _Store(store)
     taps = [
@@ -126,7 +133,7 @@ def _read_and_store() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
     return taps, store, None
 
 
-def _agent() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
+def _agent() -> _Taps:
     # As the agent does it: the tunnel's metrics feed the agent's.
     store = CaptureStore(STORE_SIZE)
     metrics = TunnelMetrics(WallClock(), parent=TunnelMetrics(WallClock()))
@@ -140,7 +147,7 @@ def _agent() -> tuple[list[ExchangeTap], CaptureStore | None, Any]:
     return taps, store, metrics
 
 
-def _name(request: Any) -> str:
+def _name(request: CapturedRequest) -> str:
     return "bench"
 
 
