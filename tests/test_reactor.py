@@ -7,6 +7,7 @@ closes only that connection, and the command installs it.
 
 import json
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -103,6 +104,35 @@ ECHO_SCRIPT = textwrap.dedent("""
     """)
 
 
+SIGNALS_SCRIPT = textwrap.dedent("""
+    import json, os, signal
+    from tunnelkit.reactor import install
+    reactor = install()
+    from twisted.logger import LogLevel, globalLogBeginner
+
+    problems = []
+    def watch(event):
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical):
+            failure = event.get("log_failure")
+            problems.append(
+                failure.getErrorMessage() if failure else event.get("log_format")
+            )
+    globalLogBeginner.beginLoggingTo([watch], redirectStandardIO=False)
+
+    def signal_twice():
+        # Both arrive before the reactor turns again, as when a supervisor
+        # and a wrapper such as timeout(1) both pass a SIGTERM on, or
+        # Ctrl+C is pressed twice.
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    reactor.callWhenRunning(signal_twice)
+    reactor.callLater(30, reactor.stop)
+    reactor.run()
+    print(json.dumps({"problems": problems, "exit_signal": reactor._exitSignal}))
+    """)
+
+
 def _run_child(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *argv],
@@ -162,3 +192,15 @@ class TunnelReactorTests(TestCase):
 
         self.assertEqual(fresh.stdout.split(), ["True", "TunnelReactor"], fresh.stderr)
         self.assertEqual(taken.stdout.split(), ["False", "EPollReactor"], taken.stderr)
+
+    def test_signals_in_quick_succession(self) -> None:
+        """
+        Two stop signals before the reactor turns again stop it once, with
+        nothing logged as an error; the process's exit signal is the first.
+        """
+        child = _run_child("-c", SIGNALS_SCRIPT)
+
+        self.assertEqual(child.returncode, 0, child.stderr)
+        result = json.loads(child.stdout.splitlines()[-1])
+        self.assertEqual(result["problems"], [])
+        self.assertEqual(result["exit_signal"], signal.SIGTERM)
