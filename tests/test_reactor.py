@@ -2,7 +2,8 @@
 The reactor of the C{tunnelkit} command, run for real in a child process
 (the tests' own process already has trial's reactor): connections, timers
 and threads work on it, an error in a connection's handler is logged and
-closes only that connection, and the command installs it.
+closes only that connection, a burst of stop signals stops it once, and
+the command installs it.
 """
 
 import json
@@ -108,15 +109,17 @@ SIGNALS_SCRIPT = textwrap.dedent("""
     import json, os, signal
     from tunnelkit.reactor import install
     reactor = install()
-    from twisted.logger import LogLevel, globalLogBeginner
+    from twisted.logger import LogLevel, formatEvent, globalLogBeginner
 
-    problems = []
+    problems, notes = [], []
     def watch(event):
         if event.get("log_level") in (LogLevel.error, LogLevel.critical):
             failure = event.get("log_failure")
             problems.append(
-                failure.getErrorMessage() if failure else event.get("log_format")
+                failure.getErrorMessage() if failure else formatEvent(event)
             )
+        elif event.get("log_namespace") == "tunnelkit.reactor":
+            notes.append(formatEvent(event))
     globalLogBeginner.beginLoggingTo([watch], redirectStandardIO=False)
 
     def signal_twice():
@@ -126,10 +129,16 @@ SIGNALS_SCRIPT = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
 
+    result = {"stopped_by_signal": True}
+    def not_stopped():
+        result["stopped_by_signal"] = False
+        reactor.stop()
+
     reactor.callWhenRunning(signal_twice)
-    reactor.callLater(30, reactor.stop)
+    reactor.callLater(30, not_stopped)
     reactor.run()
-    print(json.dumps({"problems": problems, "exit_signal": reactor._exitSignal}))
+    result.update(problems=problems, notes=notes, exit_signal=reactor._exitSignal)
+    print(json.dumps(result))
     """)
 
 
@@ -196,11 +205,20 @@ class TunnelReactorTests(TestCase):
     def test_signals_in_quick_succession(self) -> None:
         """
         Two stop signals before the reactor turns again stop it once, with
-        nothing logged as an error; the process's exit signal is the first.
+        nothing logged as an error and the second noted at info; the
+        process's exit signal is the first.
         """
         child = _run_child("-c", SIGNALS_SCRIPT)
 
         self.assertEqual(child.returncode, 0, child.stderr)
         result = json.loads(child.stdout.splitlines()[-1])
+        self.assertTrue(result["stopped_by_signal"])
         self.assertEqual(result["problems"], [])
+        self.assertEqual(
+            result["notes"],
+            [
+                "received SIGTERM, shutting down",
+                "received SIGINT while stopping for SIGTERM",
+            ],
+        )
         self.assertEqual(result["exit_signal"], signal.SIGTERM)

@@ -13,11 +13,12 @@ Twisted's L{EPollReactor}: the same descriptors, timers, threads and
 signals.
 
 One more difference, in how it stops on a signal: Twisted's reactor asks
-itself to stop once per SIGINT, SIGTERM or SIGBREAK, and when a second one
-arrives before the first stop ran (a wrapper such as C{timeout} passing a
-SIGTERM on while a supervisor sends its own, or Ctrl+C pressed twice), the
-second stop fails and is logged as critical with a traceback. This reactor
-stops once, for the first signal, and notes the others at info level.
+itself to stop once per SIGINT or SIGTERM, and when a second one arrives
+before the first stop ran (a wrapper such as C{timeout} passing a SIGTERM
+on while a supervisor sends its own, or Ctrl+C pressed twice), the second
+stop fails and is logged as critical with a traceback. This reactor stops
+once, for the first signal, and notes the others at info level. A later
+signal does not hurry a stop that hangs; only SIGKILL ends that.
 
 What changes for a reader of the logs: lines logged through Twisted's
 legacy C{twisted.python.log} during a connection's read or write show the
@@ -32,11 +33,14 @@ reactor (see L{tunnelkit.cli.install_reactor}).
 
 from __future__ import annotations
 
+import signal
 from types import FrameType
 
 from twisted.internet import epollreactor
 from twisted.internet.main import installReactor
 from twisted.logger import Logger
+
+from tunnelkit.runtime import stop_reactor
 
 __all__ = ["TunnelReactor", "install"]
 
@@ -48,9 +52,6 @@ class TunnelReactor(epollreactor.EPollReactor):
     The epoll reactor without a logging context around each connection's
     reads and writes; see the module's docstring.
     """
-
-    _stop_signal: str | None = None
-    """The signal the reactor is stopping for, once one came."""
 
     def doPoll(self, timeout: float | None) -> None:
         """
@@ -80,36 +81,25 @@ class TunnelReactor(epollreactor.EPollReactor):
     doIteration = doPoll
 
     def sigInt(self, number: int, frame: FrameType | None = None) -> None:
-        self._stop_for_signal("SIGINT", number)
-
-    def sigTerm(self, number: int, frame: FrameType | None = None) -> None:
-        self._stop_for_signal("SIGTERM", number)
-
-    def sigBreak(self, number: int, frame: FrameType | None = None) -> None:
-        self._stop_for_signal("SIGBREAK", number)
-
-    def _stop_for_signal(self, name: str, number: int) -> None:
         """
-        Stop for the first stop signal; note any that follows, since a
-        stop is on its way already.
+        Stop for the first SIGINT or SIGTERM; note any that follows, since
+        a stop is on its way already.
         """
-        if self._stop_signal is not None:
+        name = signal.Signals(number).name
+        if self._exitSignal is not None:
             _log.info(
                 "received {signal} while stopping for {first}",
                 signal=name,
-                first=self._stop_signal,
+                first=signal.Signals(self._exitSignal).name,
             )
             return
-        self._stop_signal = name
         _log.info("received {signal}, shutting down", signal=name)
         self._exitSignal = number
-        self.callFromThread(self._stop_unless_stopping)
+        # Something else (a tunnel that failed, say) may stop the reactor
+        # first.
+        self.callFromThread(stop_reactor, self)
 
-    def _stop_unless_stopping(self) -> None:
-        # Something else (a tunnel that failed, say) may have stopped the
-        # reactor meanwhile.
-        if not self._stopped:
-            self.stop()
+    sigTerm = sigInt
 
 
 def install() -> TunnelReactor:
