@@ -15,11 +15,13 @@ if __package__ in (None, ""):
     import _script  # noqa: F401  (run as a script: see bench/_script.py)
 
 import argparse
+import gc
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bench._common import environment, median, progress, render_table
 from tunnelkit.agent.captures import (
@@ -30,19 +32,21 @@ from tunnelkit.agent.captures import (
 )
 from tunnelkit.agent.exchanges import ExchangeTap
 from tunnelkit.agent.inspection import DEFAULT_BODY_CAP, Inspection
-from tunnelkit.agent.metrics import TunnelMetrics, WallClock
+from tunnelkit.agent.metrics import TunnelMetrics
 from tunnelkit.agent.tunnel import Tunnel
 from tunnelkit.config import TunnelDefinition, parse_upstream_address
+from tunnelkit.config.agent import DEFAULT_INSPECT_DB_BYTES
 
-STORE_SIZE = 50 * 1024 * 1024
+STORE_SIZE = DEFAULT_INSPECT_DB_BYTES
 """The store's capacity: the default C{inspect_db_size}."""
 
 CONNECTIONS = 50
 """Connections the exchanges are spread over, one tap each, as in the small
 case of C{bench/http.py}."""
 
-FILL_STEP = 1000
-"""Exchanges captured at a time while the store is being filled."""
+WARM_UP = 1000
+"""Exchanges captured, untimed, before the timed ones of every row; while
+the store is being filled, as many at a time."""
 
 COPIES = 1024
 """Distinct copies of each message fed in turn, so that every exchange
@@ -75,6 +79,15 @@ RESPONSE = (
 """What nginx answers for the 100-byte file of C{bench/http.py}."""
 
 
+class _Clock:
+    """
+    The time as the agent reads it: its reactor's C{seconds} is
+    C{time.time} itself.
+    """
+
+    seconds = staticmethod(time.time)
+
+
 class _Discard:
     """
     A recorder that keeps nothing: what is left is the reading alone.
@@ -97,9 +110,18 @@ class _Store:
         self.completed = store.complete
 
 
-_Taps = tuple[list[ExchangeTap], CaptureStore | None, TunnelMetrics | None]
-"""The taps of the connections, the store they keep captures in (if any) and
-the tunnel metrics they count in (if any)."""
+class Connections(NamedTuple):
+    """
+    What one row captures with.
+
+    @ivar taps: one tap per connection.
+    @ivar store: the store the captures are kept in, if any.
+    @ivar metrics: the tunnel's metrics the exchanges count in, if any.
+    """
+
+    taps: list[ExchangeTap]
+    store: CaptureStore | None
+    metrics: TunnelMetrics | None
 
 
 @dataclass
@@ -108,43 +130,44 @@ class Step:
     One row: the capture code up to some step.
 
     @ivar title: the row's title.
-    @ivar taps: makes the connections' taps.
+    @ivar make: makes the connections the row captures with.
     """
 
     title: str
-    taps: Callable[[], _Taps]
+    make: Callable[[], Connections]
 
 
-def _read_only() -> _Taps:
+def _read_only() -> Connections:
     taps = [
         ExchangeTap(_Discard(), time.time, "127.0.0.1", _name, DEFAULT_BODY_CAP)
         for _ in range(CONNECTIONS)
     ]
-    return taps, None, None
+    return Connections(taps, None, None)
 
 
-def _read_and_store() -> _Taps:
+def _read_and_store() -> Connections:
     store = CaptureStore(STORE_SIZE)
     recorder = _Store(store)
     taps = [
         ExchangeTap(recorder, time.time, "127.0.0.1", _name, DEFAULT_BODY_CAP)
         for _ in range(CONNECTIONS)
     ]
-    return taps, store, None
+    return Connections(taps, store, None)
 
 
-def _agent() -> _Taps:
+def _agent() -> Connections:
     # As the agent does it: the tunnel's metrics feed the agent's.
     store = CaptureStore(STORE_SIZE)
-    metrics = TunnelMetrics(WallClock(), parent=TunnelMetrics(WallClock()))
+    clock = _Clock()
+    metrics = TunnelMetrics(clock, parent=TunnelMetrics(clock))
     tunnel = Tunnel(
         TunnelDefinition(name="bench", proto="http", addr=parse_upstream_address("80")),
         public_urls=("http://bench.tunnels.test",),
         metrics=metrics,
     )
-    inspection = Inspection(store, WallClock(), DEFAULT_BODY_CAP)
+    inspection = Inspection(store, clock, DEFAULT_BODY_CAP)
     taps = [inspection.tap(tunnel, "127.0.0.1") for _ in range(CONNECTIONS)]
-    return taps, store, metrics
+    return Connections(taps, store, metrics)
 
 
 def _name(request: CapturedRequest) -> str:
@@ -168,14 +191,16 @@ def copies(message: bytes) -> list[bytes]:
 def run_step(step: Step, exchanges: int) -> float:
     """
     Capture C{exchanges} exchanges through one step's taps, spread over the
-    connections in turn; first enough to fill the store, so that it evicts
-    as it does in a long run.
+    connections in turn, after a warm-up that also fills the store (if
+    any), so that it evicts as it does in a long run.
 
     @return: microseconds per exchange.
-    @raise RuntimeError: when not every exchange was captured, or the
-        store went over its capacity.
+    @raise RuntimeError: when a connection stopped capturing, the store
+        was given a different number of captures than there were
+        exchanges or evicted none while timed, or the metrics counted a
+        different number of exchanges.
     """
-    taps, store, metrics = step.taps()
+    taps, store, metrics = step.make()
     requests = copies(REQUEST)
     responses = copies(RESPONSE)
 
@@ -187,33 +212,34 @@ def run_step(step: Step, exchanges: int) -> float:
             tap.response_data(responses[index % COPIES])
         return time.perf_counter() - started
 
-    # Each capture counts at least ENTRY_OVERHEAD bytes, so the store is
-    # full, and evicting, after at most this many.
-    fill = 0
+    exchange_many(WARM_UP)
+    warmed = WARM_UP
     if store is not None:
-        while not store.evicted and fill <= STORE_SIZE // ENTRY_OVERHEAD:
-            exchange_many(FILL_STEP)
-            fill += FILL_STEP
-        store.evicted = 0
+        # Each capture counts at least ENTRY_OVERHEAD bytes, so the store
+        # is full, and evicting, after at most this many.
+        while not store.evicted and warmed <= STORE_SIZE // ENTRY_OVERHEAD:
+            exchange_many(WARM_UP)
+            warmed += WARM_UP
+    evicted_before = store.evicted if store is not None else 0
+    # What the rows before left for the collector is collected now, not
+    # while this one is timed.
+    gc.collect()
     elapsed = exchange_many(exchanges)
+    total = warmed + exchanges
     if any(tap.stopped or not tap.idle for tap in taps):
         raise RuntimeError(f"{step.title}: a connection stopped capturing")
     if store is not None:
-        if store.added != fill + exchanges:
+        if store.added != total:
             raise RuntimeError(
-                f"{step.title}: {store.added} captures added for"
-                f" {fill + exchanges} exchanges"
+                f"{step.title}: the store was given {store.added} captures"
+                f" for {total} exchanges"
             )
-        if store.peak_bytes > store.capacity:
-            raise RuntimeError(f"{step.title}: the store went over its capacity")
-        if not store.evicted:
-            raise RuntimeError(f"{step.title}: the store never filled")
+        if store.evicted == evicted_before:
+            raise RuntimeError(f"{step.title}: the store evicted none while timed")
     if metrics is not None:
         counted = metrics.to_json()["http"]["count"]
-        if counted != fill + exchanges:
-            raise RuntimeError(
-                f"{step.title}: {counted} exchanges counted of {fill + exchanges}"
-            )
+        if counted != total:
+            raise RuntimeError(f"{step.title}: {counted} exchanges counted of {total}")
     return elapsed / exchanges * 1e6
 
 
