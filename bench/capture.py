@@ -201,6 +201,7 @@ def run_step(step: Step, exchanges: int) -> float:
         different number of exchanges.
     """
     taps, store, metrics = step.make()
+    name = step.title.strip()
     requests = copies(REQUEST)
     responses = copies(RESPONSE)
 
@@ -227,19 +228,19 @@ def run_step(step: Step, exchanges: int) -> float:
     elapsed = exchange_many(exchanges)
     total = warmed + exchanges
     if any(tap.stopped or not tap.idle for tap in taps):
-        raise RuntimeError(f"{step.title}: a connection stopped capturing")
+        raise RuntimeError(f"{name}: a connection stopped capturing")
     if store is not None:
         if store.added != total:
             raise RuntimeError(
-                f"{step.title}: the store was given {store.added} captures"
+                f"{name}: the store was given {store.added} captures"
                 f" for {total} exchanges"
             )
         if store.evicted == evicted_before:
-            raise RuntimeError(f"{step.title}: the store evicted none while timed")
+            raise RuntimeError(f"{name}: the store evicted none while timed")
     if metrics is not None:
         counted = metrics.to_json()["http"]["count"]
         if counted != total:
-            raise RuntimeError(f"{step.title}: {counted} exchanges counted of {total}")
+            raise RuntimeError(f"{name}: {counted} exchanges counted of {total}")
     return elapsed / exchanges * 1e6
 
 
@@ -259,7 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples: dict[str, list[float]] = {step.title: [] for step in STEPS}
     for round_number in range(1, options.rounds + 1):
         for step in STEPS:
-            microseconds = run_step(step, options.exchanges)
+            try:
+                microseconds = run_step(step, options.exchanges)
+            except RuntimeError as error:
+                progress("capture", f"failed: {error}")
+                return 2
             samples[step.title].append(microseconds)
             progress(
                 "capture",
